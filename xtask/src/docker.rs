@@ -1,0 +1,124 @@
+//! Everything Slipway asks of Docker: the steps that run `docker` and its plugins
+//! (buildx, compose), and the queries `doctor` and `test` make.
+//!
+//! Architecture invariant: only this module names the `docker` program. Other modules
+//! ask it for a [`Step`] and put that step in their plan.
+
+use std::time::Duration;
+
+use crate::plan::{Output, Step};
+
+/// How to get an engine, said wherever one is missing.
+pub const START_ENGINE: &str =
+    "start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), then run `cargo xtask doctor`";
+
+/// A `docker` step with the given arguments.
+pub fn step(name: impl Into<String>, args: &[&str]) -> Step {
+    Step::new(name, "docker").args(args.iter().copied())
+}
+
+/// A quick query: captured output, bounded in time, never an interactive prompt.
+fn query(args: &[&str], secs: u64) -> anyhow::Result<crate::plan::Ran> {
+    step(format!("docker {}", args.join(" ")), args)
+        .output(Output::Capture)
+        .timeout(Duration::from_secs(secs))
+        .run_unchecked()
+}
+
+/// Whether the docker CLI is on PATH.
+pub fn cli_present() -> bool {
+    crate::plan::find_program("docker").is_some()
+}
+
+/// The engine's version, or one line saying why it cannot be reached.
+pub fn engine_version() -> Result<String, String> {
+    if !cli_present() {
+        return Err(
+            "the `docker` CLI is not on PATH: install Docker Engine (Debian: `apt-get install docker.io`)".into(),
+        );
+    }
+    match query(&["version", "--format", "{{.Server.Version}}"], 15) {
+        Ok(ran) if ran.status.success() && !ran.stdout.trim().is_empty() => Ok(ran.stdout.trim().to_owned()),
+        Ok(ran) => Err(first_error_line(&ran.stderr)),
+        Err(err) => Err(format!("{err}")),
+    }
+}
+
+/// The one line of docker's stderr that says what is wrong.
+fn first_error_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("Cannot connect") || l.contains("permission denied") || l.starts_with("error"))
+        .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("the engine did not answer")
+        .to_owned()
+}
+
+/// `docker buildx version`: the plugin's version, e.g. `0.13.1`.
+pub fn buildx_version() -> Option<String> {
+    let ran = query(&["buildx", "version"], 15).ok().filter(|r| r.status.success())?;
+    // "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3"
+    ran.stdout
+        .split_whitespace()
+        .nth(1)
+        .map(|v| v.trim_start_matches('v').to_owned())
+}
+
+/// The BuildKit version of the current builder (needs the engine).
+pub fn buildkit_version() -> Option<String> {
+    let ran = query(&["buildx", "inspect"], 20).ok().filter(|r| r.status.success())?;
+    ran.stdout.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        matches!(key.trim(), "BuildKit version" | "Buildkit").then(|| value.trim().to_owned())
+    })
+}
+
+/// `docker compose version --short`, e.g. `2.26.1`.
+pub fn compose_version() -> Option<String> {
+    let ran = query(&["compose", "version", "--short"], 15)
+        .ok()
+        .filter(|r| r.status.success())?;
+    Some(ran.stdout.trim().trim_start_matches('v').to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The engine's data directory, for the disk check.
+pub fn root_dir() -> Option<String> {
+    let ran = query(&["info", "--format", "{{.DockerRootDir}}"], 15)
+        .ok()
+        .filter(|r| r.status.success())?;
+    Some(ran.stdout.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// `major.minor.patch` from a version string with any suffix (`0.13.1+ds1`, `v2.26.1-4`).
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let core: String = text
+        .trim_start_matches('v')
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts = core.split('.').map(|p| p.parse::<u32>());
+    let major = parts.next()?.ok()?;
+    let minor = parts.next().unwrap_or(Ok(0)).ok()?;
+    let patch = parts.next().unwrap_or(Ok(0)).ok()?;
+    Some((major, minor, patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_with_distribution_suffixes() {
+        assert_eq!(parse_version("0.13.1+ds1"), Some((0, 13, 1)));
+        assert_eq!(parse_version("v2.26.1-4"), Some((2, 26, 1)));
+        assert_eq!(parse_version("v0.8+unknown"), Some((0, 8, 0)));
+        assert_eq!(parse_version("devel"), None);
+    }
+
+    #[test]
+    fn the_daemon_down_line_is_picked() {
+        let stderr = "Client: ...\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n";
+        assert!(first_error_line(stderr).starts_with("Cannot connect to the Docker daemon"));
+    }
+}

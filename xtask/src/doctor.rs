@@ -1,0 +1,271 @@
+//! `cargo xtask doctor`: is this machine ready? The engine, buildx, compose, mmdebstrap,
+//! the certificates, free disk and the stack's ports. Every problem comes with its fix;
+//! the exit code is non-zero when something required is missing.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::{docker, flags, ports, project::Project, ui};
+
+/// The oldest buildx with `bake --print`, secrets in bake files and `--metadata-file`.
+const MIN_BUILDX: (u32, u32, u32) = (0, 10, 0);
+/// The oldest compose v2 with `up --wait`, `watch` and `include`.
+const MIN_COMPOSE: (u32, u32, u32) = (2, 20, 0);
+/// Below this much free space a build fails part-way; below twice as much, warn.
+const MIN_FREE_GIB: f64 = 5.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn check(name: &str, status: Status, detail: impl Into<String>, fix: Option<&str>) -> Check {
+    Check {
+        name: name.to_owned(),
+        status,
+        detail: detail.into(),
+        fix: fix.map(str::to_owned),
+    }
+}
+
+impl flags::Doctor {
+    pub fn run(self, dry_run: bool) -> Result<()> {
+        if dry_run {
+            ui::note("doctor only reads (it starts, writes and changes nothing): running it as usual");
+        }
+        let checks = checks();
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&checks)?);
+        } else {
+            for c in &checks {
+                let status = match c.status {
+                    Status::Ok => "ok",
+                    Status::Warn => "warn",
+                    Status::Fail => "fail",
+                };
+                println!("{} {:<11} {}", ui::mark(status), c.name, c.detail);
+                if let Some(fix) = &c.fix {
+                    println!("     {:<11} fix: {fix}", "");
+                }
+            }
+        }
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.name.as_str())
+            .collect();
+        if !failed.is_empty() {
+            anyhow::bail!("required: {} (see the fixes above)", failed.join(", "));
+        }
+        Ok(())
+    }
+}
+
+/// Every check, in the order they are shown.
+pub fn checks() -> Vec<Check> {
+    let mut out = Vec::new();
+    let project = Project::load();
+    match &project {
+        Ok(p) => {
+            let services: Vec<String> = p
+                .manifest
+                .services
+                .iter()
+                .map(|(name, s)| format!("{} ({:?})", name.get_ref(), s.kind).to_lowercase())
+                .collect();
+            out.push(check(
+                "manifest",
+                Status::Ok,
+                format!("{} is valid: {}", p.manifest_path.display(), services.join(", ")),
+                None,
+            ))
+        }
+        Err(err) => out.push(check(
+            "manifest",
+            Status::Fail,
+            format!("{err:#}"),
+            Some("fix the problems listed, then run `cargo xtask doctor`"),
+        )),
+    }
+
+    let engine = docker::engine_version();
+    match &engine {
+        Ok(version) => out.push(check("engine", Status::Ok, format!("Docker Engine {version}"), None)),
+        Err(why) => out.push(check(
+            "engine",
+            Status::Fail,
+            format!("not reachable: {why}"),
+            Some(docker::START_ENGINE),
+        )),
+    }
+
+    if docker::cli_present() {
+        out.push(plugin_check(
+            "buildx",
+            docker::buildx_version(),
+            MIN_BUILDX,
+            "install the buildx plugin (Debian: `apt-get install docker-buildx`; or Docker's docker-buildx-plugin)",
+        ));
+        out.push(plugin_check(
+            "compose",
+            docker::compose_version(),
+            MIN_COMPOSE,
+            "install compose v2 (Debian: `apt-get install docker-compose`; or Docker's docker-compose-plugin)",
+        ));
+        if engine.is_ok() {
+            out.push(match docker::buildkit_version() {
+                Some(v) => check(
+                    "buildkit",
+                    Status::Ok,
+                    format!("BuildKit {v}: secret and cache mounts supported"),
+                    None,
+                ),
+                None => check(
+                    "buildkit",
+                    Status::Fail,
+                    "the current buildx builder does not answer",
+                    Some("run `docker buildx ls`; `docker buildx use default` selects the engine's own builder"),
+                ),
+            });
+        }
+    }
+
+    out.push(match crate::plan::find_program("mmdebstrap") {
+        Some(_) => check(
+            "mmdebstrap",
+            Status::Ok,
+            "present: the root image can be built with no registry",
+            None,
+        ),
+        None => check(
+            "mmdebstrap",
+            Status::Warn,
+            "missing: needed to build the root image where no registry is reachable",
+            Some("`apt-get install mmdebstrap`"),
+        ),
+    });
+
+    if let Ok(project) = &project {
+        out.push(certs_check(project));
+        out.push(disk_check("disk", &project.root));
+        if engine.is_ok()
+            && let Some(dir) = docker::root_dir().filter(|d| Path::new(d).exists())
+        {
+            out.push(disk_check("engine disk", Path::new(&dir)));
+        }
+        out.extend(port_checks(project));
+    }
+    out
+}
+
+fn plugin_check(name: &str, version: Option<String>, min: (u32, u32, u32), install: &str) -> Check {
+    let min_text = format!("{}.{}.{}", min.0, min.1, min.2);
+    match version {
+        None => check(name, Status::Fail, "missing", Some(install)),
+        Some(v) => match docker::parse_version(&v) {
+            Some(found) if found >= min => check(name, Status::Ok, v, None),
+            _ => check(
+                name,
+                Status::Fail,
+                format!("{v} is older than {min_text}"),
+                Some(install),
+            ),
+        },
+    }
+}
+
+fn certs_check(project: &Project) -> Check {
+    match crate::certs::summary(project) {
+        Ok(None) => check(
+            "certs",
+            Status::Warn,
+            format!("none yet under {}", project.certs_dir().display()),
+            Some("`cargo xtask certs` (`cargo xtask dev` makes them for you)"),
+        ),
+        Ok(Some((detail, true))) => check("certs", Status::Ok, detail, None),
+        Ok(Some((detail, false))) => check(
+            "certs",
+            Status::Fail,
+            detail,
+            Some("`cargo xtask certs status` for details; `cargo xtask certs --rotate leaf` reissues"),
+        ),
+        Err(err) => check(
+            "certs",
+            Status::Fail,
+            format!("{err:#}"),
+            Some("`cargo xtask certs status` for details"),
+        ),
+    }
+}
+
+fn disk_check(name: &str, path: &Path) -> Check {
+    match free_gib(path) {
+        Some(gib) if gib < MIN_FREE_GIB => check(
+            name,
+            Status::Fail,
+            format!("{gib:.1} GiB free at {}", path.display()),
+            Some("free some space (`docker system prune` removes unused images and build cache)"),
+        ),
+        Some(gib) if gib < 2.0 * MIN_FREE_GIB => check(
+            name,
+            Status::Warn,
+            format!("{gib:.1} GiB free at {}", path.display()),
+            Some("builds need several GiB: `docker system prune` removes unused images and build cache"),
+        ),
+        Some(gib) => check(
+            name,
+            Status::Ok,
+            format!("{gib:.1} GiB free at {}", path.display()),
+            None,
+        ),
+        None => check(
+            name,
+            Status::Warn,
+            format!("cannot read free space at {}", path.display()),
+            None,
+        ),
+    }
+}
+
+fn free_gib(path: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as f64 * st.f_frsize as f64 / (1u64 << 30) as f64)
+}
+
+fn port_checks(project: &Project) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (name, service) in &project.manifest.services {
+        for port in &service.ports {
+            let port = *port.get_ref();
+            let label = format!("port {port}");
+            out.push(match ports::in_use(port) {
+                None => check(&label, Status::Ok, format!("free for {}", name.get_ref()), None),
+                Some(holder) => check(&label, Status::Warn,
+                    format!("in use by {holder}; {} needs it", name.get_ref()),
+                    Some("if it is this stack already up, `docker ps` shows it; otherwise stop that process or change the port in slipway.toml")),
+            });
+        }
+    }
+    out
+}

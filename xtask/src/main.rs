@@ -1,0 +1,96 @@
+//! `cargo xtask`: Slipway's typed tasks around Docker.
+//!
+//! `main` finds the repository root, loads the manifest, and dispatches with one `match`
+//! over the parsed flags (declared in `flags.rs`). Each command lives in its own file as
+//! `impl flags::Command { fn run(self, ...) }`.
+
+mod certs;
+mod codegen;
+mod dev;
+mod docker;
+mod doctor;
+mod flags;
+mod manifest;
+mod plan;
+mod ports;
+mod project;
+mod test;
+mod ui;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    plan::install_signal_handlers();
+    let flags = match flags::Xtask::from_env() {
+        Ok(flags) => flags,
+        Err(err) => {
+            let help = err.is_help();
+            if help {
+                println!("{err}");
+                return ExitCode::SUCCESS;
+            }
+            ui::error(&format!(
+                "{err}\nRun `cargo xtask --help` for the commands and their flags."
+            ));
+            return ExitCode::from(2);
+        }
+    };
+    let name = flags.command_name();
+    let started = Instant::now();
+    let result = run(flags);
+    let took = started.elapsed();
+    // A command that caught the stop and finished anyway was still interrupted.
+    if plan::stop_requested().is_some() {
+        ui::error(&plan::Interrupted.to_string());
+        return ExitCode::from(130);
+    }
+    match result {
+        // `test` ends with its count line; `certs status` is a report.
+        Ok(()) => {
+            if !matches!(name, "status" | "test") {
+                ui::summary(name, true, took);
+            }
+            ExitCode::SUCCESS
+        }
+        // The test run has said what failed, and must end with its count line.
+        Err(err) if err.is::<test::Failed>() => ExitCode::FAILURE,
+        Err(err) if err.is::<plan::Interrupted>() => {
+            ui::error(&plan::Interrupted.to_string());
+            ExitCode::from(130)
+        }
+        Err(err) => {
+            // The chain in one message: "what failed: why".
+            ui::error(&format!("{err:#}"));
+            ui::summary(name, false, took);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: flags::Xtask) -> anyhow::Result<()> {
+    let dry_run = flags.dry_run;
+    match flags.subcommand {
+        flags::XtaskCmd::Doctor(cmd) => cmd.run(dry_run),
+        flags::XtaskCmd::Test(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Certs(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Codegen(cmd) => cmd.run(&project::root(), dry_run),
+    }
+}
+
+impl flags::Xtask {
+    /// The command's name, for the closing summary.
+    fn command_name(&self) -> &'static str {
+        match &self.subcommand {
+            flags::XtaskCmd::Doctor(_) => "doctor",
+            flags::XtaskCmd::Test(_) => "test",
+            flags::XtaskCmd::Dev(_) => "dev",
+            flags::XtaskCmd::Certs(c) => match c.subcommand {
+                flags::CertsCmd::Make(_) => "certs",
+                flags::CertsCmd::Status(_) => "status",
+            },
+            flags::XtaskCmd::Codegen(_) => "codegen",
+        }
+    }
+}

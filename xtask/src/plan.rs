@@ -1,0 +1,523 @@
+//! Plan, then run. A command that drives an external program first builds a [`Plan`]: a
+//! list of [`Step`]s (program, arguments, environment, what to say on failure). `--dry-run`
+//! prints the plan; tests assert on it with no engine; [`Plan::run`] executes it.
+//!
+//! Architecture invariant: this module is the only place that spawns a child process.
+//! Every child runs in its own process group. On Ctrl-C (SIGINT), SIGTERM or SIGHUP the
+//! runner forwards the signal to the whole group, waits for it to end (then SIGKILLs it),
+//! and the command fails with [`Interrupted`], which `main` turns into exit code 130.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The signal that asked us to stop (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP_SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// Route SIGINT, SIGTERM and SIGHUP to a flag the runner polls, so that Ctrl-C stops the
+/// child's whole process group instead of orphaning it. Called once, first thing in `main`.
+pub fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic; sigaction is given a zeroed,
+        // then filled, struct as POSIX requires.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The signal received so far, if any.
+pub fn stop_requested() -> Option<i32> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// The error a command fails with when the user interrupted it.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("interrupted: every process this command started was stopped")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Fail with [`Interrupted`] when a stop signal has arrived (for loops between steps).
+pub fn check_interrupted() -> Result<()> {
+    match stop_requested() {
+        Some(_) => Err(Interrupted.into()),
+        None => Ok(()),
+    }
+}
+
+/// What the runner does with a step's standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Straight to the terminal.
+    Inherit,
+    /// To the terminal, and kept for the caller to read.
+    Tee,
+    /// Kept only (stdout and stderr), for queries.
+    Capture,
+}
+
+/// One prepared command.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// What the step does, in a few words ("build the images").
+    pub name: String,
+    pub program: String,
+    pub args: Vec<String>,
+    /// Environment added to ours.
+    pub env: Vec<(String, String)>,
+    /// Values never printed (environment values or arguments), shown as `***`.
+    pub secrets: BTreeSet<String>,
+    pub cwd: Option<PathBuf>,
+    /// What to tell the user when the step fails.
+    pub on_fail: Option<String>,
+    pub output: Output,
+    /// Give up (and stop the group) after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl Step {
+    pub fn new(name: impl Into<String>, program: impl Into<String>) -> Step {
+        Step {
+            name: name.into(),
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            secrets: BTreeSet::new(),
+            cwd: None,
+            on_fail: None,
+            output: Output::Inherit,
+            timeout: None,
+        }
+    }
+
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
+    )]
+    pub fn arg(mut self, arg: impl Into<String>) -> Step {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Step
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
+    )]
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Step {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// An environment variable whose value is never printed.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
+    )]
+    pub fn secret_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Step {
+        let value = value.into();
+        self.secrets.insert(value.clone());
+        self.env.push((key.into(), value));
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Step {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn on_fail(mut self, advice: impl Into<String>) -> Step {
+        self.on_fail = Some(advice.into());
+        self
+    }
+
+    pub fn output(mut self, output: Output) -> Step {
+        self.output = output;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Step {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn mask<'a>(&self, value: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.secrets.iter().any(|s| !s.is_empty() && value.contains(s.as_str())) {
+            let mut masked = value.to_owned();
+            for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
+                masked = masked.replace(secret.as_str(), "***");
+            }
+            masked.into()
+        } else {
+            value.into()
+        }
+    }
+
+    /// The command line as a shell would take it, secrets masked.
+    pub fn command_line(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in &self.env {
+            out.push_str(&format!("{key}={} ", shell_quote(&self.mask(value))));
+        }
+        out.push_str(&shell_quote(&self.program));
+        for arg in &self.args {
+            out.push(' ');
+            out.push_str(&shell_quote(&self.mask(arg)));
+        }
+        out
+    }
+
+    /// Run the step. Fails when the program cannot start, exits non-zero, times out or
+    /// is interrupted.
+    pub fn run(&self) -> Result<Ran> {
+        let ran = self.run_unchecked()?;
+        if !ran.status.success() {
+            let mut msg = format!("step `{}` failed ({})", self.name, describe(ran.status));
+            if self.output == Output::Capture {
+                let tail = ran.stderr.trim();
+                if !tail.is_empty() {
+                    msg.push_str(&format!(": {}", last_lines(tail, 10)));
+                }
+            }
+            if let Some(advice) = &self.on_fail {
+                msg.push_str(&format!("\n  {advice}"));
+            }
+            bail!(msg);
+        }
+        Ok(ran)
+    }
+
+    /// Run the step and return its status whatever it is (a non-zero exit is not an
+    /// error here); fails only when it cannot start, times out or is interrupted.
+    pub fn run_unchecked(&self) -> Result<Ran> {
+        check_interrupted()?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        // Its own process group: a signal to the group reaches grandchildren too (docker
+        // CLI plugins, cargo's rustc), and the terminal's Ctrl-C reaches only us.
+        cmd.process_group(0);
+        cmd.stdin(Stdio::null());
+        match self.output {
+            Output::Inherit => {}
+            Output::Tee => {
+                cmd.stdout(Stdio::piped());
+            }
+            Output::Capture => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+        }
+        let mut child = cmd.spawn().map_err(|err| {
+            let mut msg = format!("cannot start `{}` for step `{}`: {err}", self.program, self.name);
+            if err.kind() == std::io::ErrorKind::NotFound {
+                msg.push_str(&format!("; is `{}` installed and on PATH?", self.program));
+            }
+            if let Some(advice) = &self.on_fail {
+                msg.push_str(&format!("\n  {advice}"));
+            }
+            anyhow::anyhow!(msg)
+        })?;
+        let tee = self.output == Output::Tee;
+        let stdout = child.stdout.take().map(|out| read_in_background(out, tee));
+        let stderr = child.stderr.take().map(|err| read_in_background(err, false));
+        let status = wait_group(&mut child, self.timeout);
+        let stdout = stdout.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = stderr.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        match status {
+            Waited::Exited(status) => Ok(Ran { status, stdout, stderr }),
+            Waited::Interrupted => Err(Interrupted.into()),
+            Waited::TimedOut(after) => bail!(
+                "step `{}` did not finish within {}s and was stopped{}",
+                self.name,
+                after.as_secs(),
+                self.on_fail.as_deref().map(|a| format!("\n  {a}")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// What a finished step left behind.
+#[derive(Debug)]
+pub struct Ran {
+    pub status: ExitStatus,
+    /// Captured standard output (empty with [`Output::Inherit`]).
+    pub stdout: String,
+    /// Captured standard error (only with [`Output::Capture`]).
+    pub stderr: String,
+}
+
+fn read_in_background<R: Read + Send + 'static>(reader: R, echo: bool) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut kept = String::new();
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        while let Ok(n) = reader.read_until(b'\n', &mut line) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            if echo {
+                print!("{text}");
+            }
+            kept.push_str(&text);
+            line.clear();
+        }
+        kept
+    })
+}
+
+enum Waited {
+    Exited(ExitStatus),
+    Interrupted,
+    TimedOut(Duration),
+}
+
+/// Wait for the child, polling for stop signals. On a signal or a timeout the whole
+/// group gets the signal (SIGINT on timeout), then SIGKILL after a grace period.
+fn wait_group(child: &mut Child, timeout: Option<Duration>) -> Waited {
+    let pgid = child.id() as libc::pid_t;
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Waited::Exited(status);
+        }
+        let stop = stop_requested();
+        let timed_out = timeout.filter(|t| started.elapsed() >= *t);
+        if stop.is_some() || timed_out.is_some() {
+            stop_group(child, pgid, stop.unwrap_or(libc::SIGINT));
+            return match timed_out {
+                Some(after) if stop.is_none() => Waited::TimedOut(after),
+                _ => Waited::Interrupted,
+            };
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Signal the group, give it up to 10 s to exit, then SIGKILL whatever is left of it.
+fn stop_group(child: &mut Child, pgid: libc::pid_t, sig: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group we created.
+    unsafe { libc::kill(-pgid, sig) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The leader may be gone while its children are not: kill the group either way.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// An ordered list of steps: what `--dry-run` prints and what `run` executes.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn new() -> Plan {
+        Plan::default()
+    }
+
+    pub fn push(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
+    /// The plan as text: one numbered step a line, the command line indented below it.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            out.push_str(&format!("{}. {}\n   {}\n", i + 1, step.name, step.command_line()));
+        }
+        out
+    }
+
+    /// Print the plan (with `dry_run`) or run every step in order, stopping at the first
+    /// failure. Returns what each step left behind (nothing on a dry run).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
+    )]
+    pub fn execute(&self, dry_run: bool) -> Result<Vec<Ran>> {
+        if dry_run {
+            print!("{}", self.render());
+            return Ok(Vec::new());
+        }
+        let mut ran = Vec::new();
+        for step in &self.steps {
+            crate::ui::step(&step.name);
+            ran.push(
+                step.run()
+                    .with_context(|| format!("while running: {}", step.command_line()))?,
+            );
+        }
+        Ok(ran)
+    }
+}
+
+/// Quote a word for a POSIX shell only when it needs it.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// A status in words: "exit code 2", "killed by signal 9".
+pub fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown status".to_owned(),
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n    ")
+}
+
+/// Find a program on PATH, as a shell would (no `which` crate needed for this).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_masks_secrets_and_quotes() {
+        let step = Step::new("login", "docker")
+            .args(["login", "--password", "hunter2", "reg istry"])
+            .secret_env("TOKEN", "s3cret")
+            .env("PLAIN", "yes");
+        let line = step.command_line();
+        assert_eq!(
+            line,
+            "TOKEN='***' PLAIN=yes docker login --password hunter2 'reg istry'"
+        );
+        let step = step.clone();
+        let mut step = step;
+        step.secrets.insert("hunter2".into());
+        assert!(!step.command_line().contains("hunter2"));
+        assert!(!step.command_line().contains("s3cret"));
+    }
+
+    #[test]
+    fn dry_run_prints_and_runs_nothing() {
+        let marker = std::env::temp_dir().join(format!("slipway-dry-run-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let mut plan = Plan::new();
+        plan.push(Step::new("touch a file", "touch").arg(marker.display().to_string()));
+        assert_eq!(
+            plan.render(),
+            format!("1. touch a file\n   touch {}\n", marker.display())
+        );
+        assert!(plan.execute(true).unwrap().is_empty());
+        assert!(!marker.exists(), "a dry run ran the step");
+        let ran = plan.execute(false).unwrap();
+        assert!(ran[0].status.success() && marker.exists());
+        std::fs::remove_file(&marker).unwrap();
+    }
+
+    #[test]
+    fn failing_step_says_what_to_do() {
+        let err = Step::new("always fails", "sh")
+            .args(["-c", "echo oops >&2; exit 3"])
+            .output(Output::Capture)
+            .on_fail("try again later")
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exit code 3"), "{err}");
+        assert!(err.contains("oops"), "{err}");
+        assert!(err.contains("try again later"), "{err}");
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let err = Step::new("ghost", "slipway-no-such-program")
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("slipway-no-such-program"), "{err}");
+        assert!(err.contains("installed"), "{err}");
+    }
+
+    #[test]
+    fn timeout_stops_the_whole_group() {
+        // The grandchild (the inner sleep) must die with its parent shell.
+        let marker = std::env::temp_dir().join(format!("slipway-timeout-{}", std::process::id()));
+        let script = format!("sleep 30 & echo $! > {}; wait", marker.display());
+        let err = Step::new("slow", "sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(300))
+            .output(Output::Capture)
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not finish"), "{err}");
+        let pid: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+        let _ = std::fs::remove_file(&marker);
+        // Gone, or a zombie waiting for init to reap it: either way not running.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let running = state.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')) && !state.is_empty();
+        assert!(!running, "grandchild {pid} survived the group kill: {state}");
+    }
+}

@@ -1,0 +1,285 @@
+//! The `xtask` binary as a user runs it: help, bad input, an engine that is down,
+//! Ctrl-C in the middle of a step, two `certs` runs at once. Tests marked
+//! `#[ignore = "needs the Docker engine..."]` run under `cargo xtask test`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn xtask() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("slipway-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn help_on_every_command() {
+    for args in [
+        &[][..],
+        &["doctor"],
+        &["test"],
+        &["dev"],
+        &["certs"],
+        &["certs", "status"],
+        &["codegen"],
+    ] {
+        let out = xtask().args(args).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Usage:") || help.contains("USAGE") || help.contains("OPTIONS"),
+            "{args:?}: {help}"
+        );
+    }
+    let top = xtask().arg("--help").output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    for command in ["doctor", "test", "dev", "certs", "codegen"] {
+        assert!(top.contains(command), "{command} missing from --help:\n{top}");
+    }
+}
+
+#[test]
+fn an_unknown_command_is_named() {
+    let out = xtask().arg("deploy").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("deploy"), "{}", text(&out));
+    let out = xtask()
+        .args(["certs", "--rotate", "some"])
+        .env("SLIPWAY_STATE_DIR", scratch("rotate"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("`--rotate some` is not a rotation"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_bad_manifest_lists_every_problem_and_fails() {
+    let dir = scratch("manifest");
+    let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.toml")).unwrap();
+    let bad = good
+        .replacen("kind = \"rust\"", "knd = \"rust\"", 1)
+        .replacen("ports = [9443]", "ports = \"9443\"", 1)
+        .replacen("[debian]", "[debain]", 1);
+    let path = dir.join("slipway.toml");
+    std::fs::write(&path, &bad).unwrap();
+    let line_of = |needle: &str| bad.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    let out = xtask()
+        .args(["certs", "status"])
+        .env("SLIPWAY_MANIFEST", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let msg = text(&out);
+    let file = path.display();
+    assert!(
+        msg.contains(&format!("{file}:{}:1: unknown field `knd`", line_of("knd"))),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "{file}:{}:9: invalid type: string \"9443\"",
+            line_of("ports = \"9443\"")
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{file}:{}:2: unknown field `debain`", line_of("[debain]"))),
+        "{msg}"
+    );
+    assert!(msg.contains("(did you mean `debian`?)"), "{msg}");
+}
+
+#[test]
+fn doctor_with_the_engine_down_says_so_in_one_line() {
+    let out = xtask()
+        .arg("doctor")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let engine: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("engine ") && l.contains("not reachable"))
+        .collect();
+    assert_eq!(engine.len(), 1, "{stdout}");
+    assert!(
+        engine[0].contains("Cannot connect") || engine[0].contains("nonexistent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fix: start the Docker daemon"), "{stdout}");
+    // The JSON says the same.
+    let out = xtask()
+        .args(["doctor", "--json"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let engine = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "engine")
+        .unwrap();
+    assert_eq!(engine["status"], "fail");
+}
+
+#[test]
+fn test_without_an_engine_fails_and_says_why() {
+    let out = xtask()
+        .args(["--dry-run", "test"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(msg.contains("not reachable") && msg.contains("--no-engine"), "{msg}");
+    let out = xtask().args(["--dry-run", "test", "--no-engine"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("1. workspace tests (no engine)") && plan.contains("cargo test --workspace"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_child_group_and_exits_130() {
+    // A `docker` that hangs (as one talking to a stuck daemon does), with a grandchild.
+    let dir = scratch("sigint");
+    let marker = dir.join("grandchild.pid");
+    let fake = dir.join("docker");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\nsleep 60 &\necho $! > {}\nwait\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let child = xtask()
+        .arg("doctor")
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the fake docker never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let grandchild: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    let interrupted = Instant::now();
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        interrupted.elapsed()
+    );
+    assert!(text(&out).contains("interrupted"), "{}", text(&out));
+    let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+    let running = !stat.is_empty() && !stat.rsplit(") ").next().unwrap_or("").starts_with('Z');
+    assert!(!running, "the grandchild {grandchild} outlived Ctrl-C: {stat}");
+}
+
+#[test]
+fn two_certs_runs_at_once_share_one_ca() {
+    let state = scratch("certs-race");
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            xtask()
+                .arg("certs")
+                .env("SLIPWAY_STATE_DIR", &state)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let certs = state.join("certs");
+    for leaf in ["gateway.crt", "agent.crt", "gateway-client.crt"] {
+        let ok = Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(certs.join("rootCA.crt"))
+            .arg(certs.join(leaf))
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "{leaf}: {}", text(&ok));
+    }
+    let out = xtask()
+        .args(["certs", "status", "--json"])
+        .env("SLIPWAY_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports.as_array().unwrap().len(), 4);
+    // Status fails on a problem: a truncated certificate.
+    std::fs::write(certs.join("agent.crt"), "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    let out = xtask()
+        .args(["certs", "status"])
+        .env("SLIPWAY_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("agent.crt"), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn doctor_with_the_engine_up_finds_the_plugins() {
+    let state = scratch("doctor-up");
+    let out = xtask()
+        .args(["doctor", "--json"])
+        .env("SLIPWAY_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let status = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {checks}"))["status"]
+            .clone()
+    };
+    for required in ["engine", "buildx", "compose", "buildkit"] {
+        assert_eq!(status(required), "ok", "{checks:#}");
+    }
+    // Required checks pass, so doctor passes (certs are only a warning before `certs`).
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(status("certs"), "warn");
+    let _ = std::fs::remove_dir_all(&state);
+}
