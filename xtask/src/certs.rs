@@ -116,7 +116,10 @@ impl Spec {
                 sans,
             });
         }
-        let clients: BTreeSet<&String> = m.certs.mtls.iter().map(|p| p.client.get_ref()).collect();
+        // Every mTLS client gets a client certificate, and so does every service that
+        // requires one: its own health check must present one to it.
+        let servers: BTreeSet<&String> = m.certs.mtls.iter().map(|p| p.server.get_ref()).collect();
+        let clients: BTreeSet<&String> = m.certs.mtls.iter().map(|p| p.client.get_ref()).chain(servers).collect();
         for client in clients {
             wanted.push(Wanted {
                 role: Role::Client,
@@ -388,40 +391,9 @@ pub fn ensure(dir: &Path, spec: &Spec, rotate: Option<Rotate>) -> Result<Vec<Cha
         .collect())
 }
 
-/// The exclusive lock every writer holds; a second run waits, and says so.
+/// The exclusive lock every writer holds (`certs.lock` beside the directory).
 fn lock(dir: &Path) -> Result<fs::File> {
-    let parent = dir.parent().unwrap_or(dir);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(parent)
-        .with_context(|| format!("cannot create {}: check that it is writable by you", parent.display()))?;
-    let path = parent.join("certs.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| {
-            format!(
-                "cannot open the lock {}: check that {} is writable by you",
-                path.display(),
-                parent.display()
-            )
-        })?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            ui::note(&format!(
-                "waiting for another `cargo xtask certs` to finish (lock {})",
-                path.display()
-            ));
-            file.lock().with_context(|| format!("locking {}", path.display()))?;
-        }
-        Err(fs::TryLockError::Error(err)) => return Err(err).with_context(|| format!("locking {}", path.display())),
-    }
-    Ok(file)
+    crate::project::lock_file(&dir.parent().unwrap_or(dir).join("certs.lock"), "certs")
 }
 
 fn make_dir(dir: &Path) -> Result<()> {
@@ -544,6 +516,23 @@ fn read_cert_der(path: &Path) -> Result<Vec<u8>> {
         )
     })?;
     Ok(pem.contents)
+}
+
+/// The SHA-256 of a certificate file's bytes (hex), after checking it is one: the
+/// fingerprint images carry as `CA_SHA256`, computed from the very file passed as the
+/// `root-ca` secret.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    read_cert_der(path)?;
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// How many PEM certificates a bundle holds.
+pub fn count_pem_certificates(bytes: &[u8]) -> usize {
+    x509_parser::pem::Pem::iter_from_buffer(bytes)
+        .filter_map(|p| p.ok())
+        .filter(|p| p.label == "CERTIFICATE" && x509_parser::parse_x509_certificate(&p.contents).is_ok())
+        .count()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

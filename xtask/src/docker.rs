@@ -66,8 +66,10 @@ pub fn buildx_version() -> Option<String> {
 }
 
 /// The BuildKit version of the current builder (needs the engine).
-pub fn buildkit_version() -> Option<String> {
-    let ran = query(&["buildx", "inspect"], 20).ok().filter(|r| r.status.success())?;
+pub fn buildkit_version(builder: Option<&str>) -> Option<String> {
+    let mut args = vec!["buildx", "inspect"];
+    args.extend(builder);
+    let ran = query(&args, 20).ok().filter(|r| r.status.success())?;
     ran.stdout.lines().find_map(|l| {
         let (key, value) = l.split_once(':')?;
         matches!(key.trim(), "BuildKit version" | "Buildkit").then(|| value.trim().to_owned())
@@ -102,6 +104,44 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let minor = parts.next().unwrap_or(Ok(0)).ok()?;
     let patch = parts.next().unwrap_or(Ok(0)).ok()?;
     Some((major, minor, patch))
+}
+
+
+/// The id of an image in the store, if it is there.
+pub fn image_id(reference: &str) -> Option<String> {
+    let ran = query(&["image", "inspect", "--format", "{{.Id}}", reference], 20).ok()?;
+    ran.status
+        .success()
+        .then(|| ran.stdout.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// `docker image inspect` of one image, as JSON.
+pub fn inspect_image(reference: &str) -> anyhow::Result<serde_json::Value> {
+    let ran = query(&["image", "inspect", reference], 30)?;
+    if !ran.status.success() {
+        anyhow::bail!("no image {reference} in the image store: {}", ran.stderr.trim());
+    }
+    let mut list: Vec<serde_json::Value> = serde_json::from_str(&ran.stdout)?;
+    list.pop()
+        .ok_or_else(|| anyhow::anyhow!("`docker image inspect {reference}` returned nothing"))
+}
+
+/// `docker save` an image and scan every layer of it (`lint::scan_archive`).
+pub fn save_and_scan(reference: &str, prod: bool) -> anyhow::Result<crate::lint::Scan> {
+    step(format!("save {reference}"), &["save", reference])
+        .timeout(Duration::from_secs(600))
+        .pipe(|out| crate::lint::scan_archive(out, prod))
+}
+
+/// The current builder's driver (`docker`, `docker-container`, ...).
+pub fn builder_driver(builder: Option<&str>) -> Option<String> {
+    let mut args = vec!["buildx", "inspect"];
+    args.extend(builder);
+    let ran = query(&args, 20).ok().filter(|r| r.status.success())?;
+    ran.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Driver:").map(|d| d.trim().to_owned()))
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub fn checks() -> Vec<Check> {
             "install compose v2 (Debian: `apt-get install docker-compose`; or Docker's docker-compose-plugin)",
         ));
         if engine.is_ok() {
-            out.push(match docker::buildkit_version() {
+            out.push(match docker::buildkit_version(None) {
                 Some(v) => check(
                     "buildkit",
                     Status::Ok,

@@ -29,6 +29,37 @@ xflags::xflags! {
             optional --no-engine
         }
 
+        /// Build images with `docker buildx bake`, from a bake definition generated from
+        /// slipway.toml: the bases (with the Root CA baked in), then the services.
+        cmd build {
+            /// Services or bases to build (default: every service, and the bases it needs).
+            repeated names: String
+            /// The stage to build: local, dev or prod (default: prod).
+            optional --target target: String
+            /// Show what bake resolves from the generated definition; build nothing.
+            optional --print
+            /// Push the images to the registry instead of loading them.
+            optional --push
+            /// Platforms to build for, `os/arch[,os/arch]` (default: build.platforms).
+            optional --platform platform: String
+        }
+
+        /// Build the Debian root image (`debian:<release>-slim`) from a Debian mirror
+        /// with mmdebstrap and import it: for machines that reach no container registry.
+        cmd bootstrap {
+            /// Build it again even when the image store has it.
+            optional --force
+        }
+
+        /// Check the image policy: Dockerfile rules, the built images' configuration,
+        /// and every layer searched for keys and secrets.
+        cmd lint {
+            /// Services to check (default: every service).
+            repeated names: String
+            /// The stage to check: local, dev or prod (default: prod).
+            optional --target target: String
+        }
+
         /// Bring the local stack up (the main job for a new contributor).
         cmd dev {}
 
@@ -70,6 +101,9 @@ pub struct Xtask {
 pub enum XtaskCmd {
     Doctor(Doctor),
     Test(Test),
+    Build(Build),
+    Bootstrap(Bootstrap),
+    Lint(Lint),
     Dev(Dev),
     Certs(Certs),
     Codegen(Codegen),
@@ -83,6 +117,28 @@ pub struct Doctor {
 #[derive(Debug)]
 pub struct Test {
     pub no_engine: bool,
+}
+
+#[derive(Debug)]
+pub struct Build {
+    pub names: Vec<String>,
+
+    pub target: Option<String>,
+    pub print: bool,
+    pub push: bool,
+    pub platform: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Bootstrap {
+    pub force: bool,
+}
+
+#[derive(Debug)]
+pub struct Lint {
+    pub names: Vec<String>,
+
+    pub target: Option<String>,
 }
 
 #[derive(Debug)]

@@ -4,12 +4,17 @@
 //! over the parsed flags (declared in `flags.rs`). Each command lives in its own file as
 //! `impl flags::Command { fn run(self, ...) }`.
 
+mod bake;
+mod bootstrap;
+mod build;
 mod certs;
 mod codegen;
 mod dev;
 mod docker;
 mod doctor;
 mod flags;
+mod git;
+mod lint;
 mod manifest;
 mod plan;
 mod ports;
@@ -73,6 +78,9 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     match flags.subcommand {
         flags::XtaskCmd::Doctor(cmd) => cmd.run(dry_run),
         flags::XtaskCmd::Test(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Build(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Bootstrap(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Lint(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Certs(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Codegen(cmd) => cmd.run(&project::root(), dry_run),
@@ -85,6 +93,9 @@ impl flags::Xtask {
         match &self.subcommand {
             flags::XtaskCmd::Doctor(_) => "doctor",
             flags::XtaskCmd::Test(_) => "test",
+            flags::XtaskCmd::Build(_) => "build",
+            flags::XtaskCmd::Bootstrap(_) => "bootstrap",
+            flags::XtaskCmd::Lint(_) => "lint",
             flags::XtaskCmd::Dev(_) => "dev",
             flags::XtaskCmd::Certs(c) => match c.subcommand {
                 flags::CertsCmd::Make(_) => "certs",

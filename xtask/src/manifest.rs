@@ -61,7 +61,6 @@ pub struct Debian {
     pub release: Spanned<String>,
     /// Mirror for the air-gapped bootstrap (mmdebstrap); default: the host's apt mirror.
     #[serde(default)]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
     pub mirror: Option<String>,
 }
 
@@ -84,18 +83,19 @@ fn default_release() -> Spanned<String> {
 pub struct Build {
     /// The buildx builder to use; default: the current one.
     #[serde(default)]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
     pub builder: Option<String>,
     /// Where BuildKit keeps its cache between runs.
     #[serde(default)]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
     pub cache: Cache,
     /// Platforms to build for, `os/arch`.
     #[serde(default = "default_platforms")]
     pub platforms: Vec<Spanned<String>>,
+    /// Extra CA files (PEM) trusted by build steps that fetch over HTTPS, such as a
+    /// TLS-inspecting proxy's; `SLIPWAY_EXTRA_CA` adds more. Never baked into an image.
+    #[serde(default)]
+    pub extra_ca: Vec<Spanned<String>>,
     /// Where the Rust builder image comes from.
     #[serde(default)]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
     pub rust_toolchain: RustToolchain,
 }
 
@@ -105,6 +105,7 @@ impl Default for Build {
             builder: None,
             cache: Cache::default(),
             platforms: default_platforms(),
+            extra_ca: Vec::new(),
             rust_toolchain: RustToolchain::default(),
         }
     }
@@ -182,19 +183,19 @@ pub struct Health {
     pub path: Spanned<String>,
     /// Seconds between checks.
     #[serde(default = "default_interval")]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
+    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub interval_secs: u32,
     /// Seconds one check may take.
     #[serde(default = "default_timeout")]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
+    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub timeout_secs: u32,
     /// Failed checks in a row before the service is unhealthy.
     #[serde(default = "default_retries")]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
+    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub retries: u32,
     /// Seconds after start during which failures do not count.
     #[serde(default = "default_start_period")]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
+    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub start_period_secs: u32,
 }
 
@@ -238,13 +239,15 @@ pub struct Targets {
     pub prod: Target,
 }
 
+/// The names of the build targets.
+pub const TARGETS: [&str; 3] = ["local", "dev", "prod"];
+
 /// A build target's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Target {
     /// What the target is for, shown in the bake definition.
     #[serde(default)]
-    #[expect(dead_code, reason = "read by `build` and the stack (later commands)")]
     pub description: Option<String>,
     /// Platforms for this target; default: `build.platforms`.
     #[serde(default)]

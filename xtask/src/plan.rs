@@ -117,10 +117,6 @@ impl Step {
         }
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
-    )]
     pub fn arg(mut self, arg: impl Into<String>) -> Step {
         self.args.push(arg.into());
         self
@@ -137,7 +133,7 @@ impl Step {
 
     #[cfg_attr(
         not(test),
-        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
+        expect(dead_code, reason = "for steps that set variables (compose, cosign)")
     )]
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Step {
         self.env.push((key.into(), value.into()));
@@ -147,7 +143,7 @@ impl Step {
     /// An environment variable whose value is never printed.
     #[cfg_attr(
         not(test),
-        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
+        expect(dead_code, reason = "for steps that set variables (compose, cosign)")
     )]
     pub fn secret_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Step {
         let value = value.into();
@@ -274,6 +270,37 @@ impl Step {
     }
 }
 
+impl Step {
+    /// Run the step with its standard output handed to `read` as a byte stream (for
+    /// output too large or too binary to capture: `docker save`). Fails when the step
+    /// exits non-zero, with its standard error.
+    pub fn pipe<T>(&self, read: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
+        check_interrupted()?;
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start `{}` for step `{}`", self.program, self.name))?;
+        let stderr = child.stderr.take().map(|err| read_in_background(err, false));
+        let mut stdout = child.stdout.take().expect("piped");
+        let result = read(&mut stdout);
+        // Drain what `read` left, so the child is not blocked on a full pipe.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        let status = wait_group(&mut child, self.timeout);
+        let stderr = stderr.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        match status {
+            Waited::Exited(status) if status.success() => result,
+            Waited::Exited(status) => bail!("step `{}` failed ({}): {}", self.name, describe(status), stderr.trim()),
+            Waited::Interrupted => Err(Interrupted.into()),
+            Waited::TimedOut(after) => bail!("step `{}` did not finish within {}s", self.name, after.as_secs()),
+        }
+    }
+}
+
 /// What a finished step left behind.
 #[derive(Debug)]
 pub struct Ran {
@@ -374,10 +401,6 @@ impl Plan {
 
     /// Print the plan (with `dry_run`) or run every step in order, stopping at the first
     /// failure. Returns what each step left behind (nothing on a dry run).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "plan API for the Docker commands (build, dev) to come")
-    )]
     pub fn execute(&self, dry_run: bool) -> Result<Vec<Ran>> {
         if dry_run {
             print!("{}", self.render());

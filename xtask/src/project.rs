@@ -7,6 +7,44 @@ use anyhow::Result;
 
 use crate::manifest::{self, Manifest};
 
+/// Lock `path` exclusively (creating it and its directory, 0700), waiting for another
+/// holder and saying so. `what` names the holder in the message.
+pub fn lock_file(path: &Path, what: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(path);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}; check that it is writable by you", dir.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the lock {}: {e}; check that {} is writable by you",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            crate::ui::note(&format!(
+                "waiting for another `cargo xtask {what}` on this checkout to finish (lock {})",
+                path.display()
+            ));
+            file.lock()
+                .map_err(|e| anyhow::anyhow!("locking {}: {e}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => anyhow::bail!("locking {}: {e}", path.display()),
+    }
+    Ok(file)
+}
+
 /// A loaded checkout.
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -46,6 +84,12 @@ impl Project {
             Some(dir) => self.root.join(dir),
             None => self.root.join(format!(".{}", self.manifest.brand())),
         }
+    }
+
+    /// Take the exclusive lock `.<brand>/<name>.lock`; a second taker waits and says so.
+    /// The lock lasts as long as the returned file is open.
+    pub fn lock(&self, name: &str) -> Result<std::fs::File> {
+        lock_file(&self.state_dir().join(format!("{name}.lock")), name)
     }
 
     /// `.<brand>/certs/`.

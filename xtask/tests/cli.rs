@@ -48,7 +48,16 @@ fn help_on_every_command() {
     }
     let top = xtask().arg("--help").output().unwrap();
     let top = String::from_utf8_lossy(&top.stdout);
-    for command in ["doctor", "test", "dev", "certs", "codegen"] {
+    for command in [
+        "doctor",
+        "test",
+        "build",
+        "bootstrap",
+        "lint",
+        "dev",
+        "certs",
+        "codegen",
+    ] {
         assert!(top.contains(command), "{command} missing from --help:\n{top}");
     }
 }
@@ -227,7 +236,7 @@ fn two_certs_runs_at_once_share_one_ca() {
         assert!(out.status.success(), "{}", text(&out));
     }
     let certs = state.join("certs");
-    for leaf in ["gateway.crt", "agent.crt", "gateway-client.crt"] {
+    for leaf in ["gateway.crt", "agent.crt", "gateway-client.crt", "agent-client.crt"] {
         let ok = Command::new("openssl")
             .args(["verify", "-CAfile"])
             .arg(certs.join("rootCA.crt"))
@@ -243,7 +252,7 @@ fn two_certs_runs_at_once_share_one_ca() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(reports.as_array().unwrap().len(), 4);
+    assert_eq!(reports.as_array().unwrap().len(), 5);
     // Status fails on a problem: a truncated certificate.
     std::fs::write(certs.join("agent.crt"), "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
     let out = xtask()

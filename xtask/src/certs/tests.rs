@@ -71,6 +71,8 @@ fn fresh_run_makes_everything_with_safe_modes() {
     assert_eq!(
         names,
         [
+            "agent-client.crt",
+            "agent-client.key",
             "agent.crt",
             "agent.key",
             "gateway-client.crt",

@@ -1,0 +1,1 @@
+"""The agent: Slipway's sample Python service, an HTTPS API that requires client certificates."""

@@ -1,0 +1,601 @@
+//! The bake definition, generated from the manifest as JSON (never hand-written HCL):
+//! one target per image, groups per build target (`local`, `dev`, `prod`) and per
+//! layer, secrets on every target that needs them, and the links from each image to
+//! the bases it is built `FROM`.
+//!
+//! Two ways to link an image to its bases, chosen by what the builder can do:
+//! - [`Linking::Contexts`] (BuildKit >= 0.10): named contexts, `"os-base": "target:os-base"`,
+//!   and one bake builds everything;
+//! - [`Linking::Layers`] (older BuildKit, such as Docker 20.10's, which refuses named
+//!   contexts): bases are built first and loaded into the image store, and later layers
+//!   name them by exact tag in the `ARG`s their Dockerfiles `FROM`.
+//!
+//! The Dockerfiles read `FROM ${OS_BASE}` with `OS_BASE=os-base` by default, so the same
+//! files serve both.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::git::{self, Head};
+use crate::manifest::{Kind, Manifest, RustToolchain};
+
+/// How images reach their bases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linking {
+    Contexts,
+    Layers,
+}
+
+/// A base image: its bake target, the Dockerfile stage, and the bases it needs.
+struct Base {
+    target: &'static str,
+    dir: &'static str,
+    stage: &'static str,
+    needs: &'static [&'static str],
+    layer: usize,
+}
+
+const BASES: &[Base] = &[
+    Base {
+        target: "os-base",
+        dir: "images/os-base",
+        stage: "os-base",
+        needs: &[],
+        layer: 0,
+    },
+    Base {
+        target: "python-base",
+        dir: "images/python-base",
+        stage: "python-base",
+        needs: &["os-base"],
+        layer: 1,
+    },
+    Base {
+        target: "python-builder",
+        dir: "images/python-base",
+        stage: "python-builder",
+        needs: &["os-base"],
+        layer: 1,
+    },
+    Base {
+        target: "rust-builder",
+        dir: "images/rust-builder",
+        stage: "rust-builder-debian",
+        needs: &["os-base"],
+        layer: 1,
+    },
+];
+
+/// The layer of the services (after every base).
+pub const SERVICE_LAYER: usize = 2;
+
+/// The `ARG` through which a Dockerfile names a base: `os-base` -> `OS_BASE`.
+pub fn base_arg(target: &str) -> String {
+    target.to_uppercase().replace('-', "_")
+}
+
+/// The bases a service of this kind is built from.
+pub fn bases_of(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Rust => &["rust-builder", "os-base"],
+        Kind::Python => &["python-builder", "python-base"],
+    }
+}
+
+/// Everything `build` needs to generate the definition, besides the manifest.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub root: PathBuf,
+    /// Where each service's minimal build context is staged.
+    pub context_dir: PathBuf,
+    pub head: Head,
+    /// SHA-256 of the Root CA file passed as the `root-ca` secret.
+    pub ca_sha256: String,
+    pub ca_file: PathBuf,
+    /// The checked bundle of extra CAs, when there are any.
+    pub extra_ca: Option<PathBuf>,
+    pub linking: Linking,
+    /// `--platform`, overriding the manifest.
+    pub platforms: Option<Vec<String>>,
+    /// The root image the Dockerfiles start from: `debian:<release>-slim`.
+    pub debian_image: String,
+}
+
+/// The JSON bake reads (`docker buildx bake --file bake.json`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Definition {
+    pub group: BTreeMap<String, Group>,
+    pub target: BTreeMap<String, Target>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    pub targets: Vec<String>,
+}
+
+/// One bake target (one image), in bake's own field names.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Target {
+    pub description: String,
+    pub context: String,
+    pub dockerfile: String,
+    pub target: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub contexts: BTreeMap<String, String>,
+    pub args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub secret: Vec<String>,
+    pub platforms: Vec<String>,
+    #[serde(rename = "cache-from", skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<String>,
+    #[serde(rename = "cache-to", skip_serializing_if = "Vec::is_empty")]
+    pub cache_to: Vec<String>,
+}
+
+/// The name of an image (without tag): `{registry}/{project}/{name}`.
+pub fn repository(m: &Manifest, name: &str) -> String {
+    format!("{}/{}/{name}", m.registry.get_ref(), m.project.get_ref())
+}
+
+/// The repository of a base image: `{registry}/{project}/{brand}-os-base`.
+pub fn base_repository(m: &Manifest, base: &str) -> String {
+    repository(m, &format!("{}-{base}", m.brand()))
+}
+
+/// The tag later layers `FROM` a base by: the manifest's version.
+pub fn base_ref(m: &Manifest, base: &str) -> String {
+    format!("{}:{}", base_repository(m, base), m.version.get_ref())
+}
+
+/// The bake target of a service at a build target: `gateway-prod`.
+pub fn service_target(service: &str, target: &str) -> String {
+    format!("{service}-{target}")
+}
+
+/// The reference `{registry}/{project}/{service}:{version}[-target]` of a built service.
+pub fn service_ref(m: &Manifest, service: &str, target: &str) -> String {
+    format!("{}:{}{}", repository(m, service), m.version.get_ref(), suffix(target))
+}
+
+fn suffix(target: &str) -> String {
+    if target == "prod" {
+        String::new()
+    } else {
+        format!("-{target}")
+    }
+}
+
+/// The paths whose last commit is an image's revision: its own files, its bases', and
+/// the manifest.
+fn inputs_of(m: &Manifest, base_dirs: &[&str], service: Option<&str>) -> Vec<String> {
+    let mut paths: Vec<String> = vec![crate::manifest::FILE.to_owned()];
+    paths.extend(base_dirs.iter().map(|d| d.to_string()));
+    if let Some(name) = service {
+        let s = &m.services[name];
+        paths.push(s.path.get_ref().clone());
+        paths.extend(s.depends_on.iter().map(|p| p.get_ref().clone()));
+    }
+    paths
+}
+
+fn labels(m: &Manifest, inputs: &Inputs, paths: &[String], title: &str) -> BTreeMap<String, String> {
+    let (revision, created) = git::inputs_revision(&inputs.root, paths);
+    let source = std::env::var("SLIPWAY_SOURCE_URL").unwrap_or_else(|_| format!("file://{}", inputs.root.display()));
+    BTreeMap::from([
+        ("org.opencontainers.image.title".into(), title.to_owned()),
+        ("org.opencontainers.image.source".into(), source),
+        ("org.opencontainers.image.revision".into(), revision),
+        ("org.opencontainers.image.version".into(), m.version.get_ref().clone()),
+        ("org.opencontainers.image.created".into(), created),
+        ("dev.slipway.brand".into(), m.brand().to_owned()),
+    ])
+}
+
+fn cache(m: &Manifest, name: &str) -> (Vec<String>, Vec<String>) {
+    use crate::manifest::Cache;
+    match &m.build.cache {
+        Cache::None => (vec![], vec![]),
+        Cache::Local { dir } => {
+            let dir = format!("{dir}/{name}");
+            (
+                vec![format!("type=local,src={dir}")],
+                vec![format!("type=local,dest={dir},mode=max")],
+            )
+        }
+        Cache::Registry { reference } => {
+            let r = format!("{reference}:{name}");
+            (
+                vec![format!("type=registry,ref={r}")],
+                vec![format!("type=registry,ref={r},mode=max")],
+            )
+        }
+        Cache::Gha { scope } => {
+            let scope = format!("{}-{name}", scope.as_deref().unwrap_or("slipway"));
+            (
+                vec![format!("type=gha,scope={scope}")],
+                vec![format!("type=gha,scope={scope},mode=max")],
+            )
+        }
+    }
+}
+
+/// How an image reaches the bases it needs: named contexts, or `ARG`s naming tags.
+fn link(m: &Manifest, inputs: &Inputs, needs: &[&str], target: &mut Target) {
+    for base in needs {
+        match inputs.linking {
+            Linking::Contexts => {
+                target.contexts.insert(base.to_string(), format!("target:{base}"));
+            }
+            Linking::Layers => {
+                target.args.insert(base_arg(base), base_ref(m, base));
+            }
+        }
+    }
+}
+
+fn secrets(inputs: &Inputs, root_ca: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if root_ca {
+        out.push(format!("id=root-ca,src={}", inputs.ca_file.display()));
+    }
+    if let Some(extra) = &inputs.extra_ca {
+        out.push(format!("id=extra-ca,src={}", extra.display()));
+    }
+    out
+}
+
+/// Generate the whole definition: every base, and every service at every target.
+pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
+    let head = &inputs.head;
+    let platforms: Vec<String> = inputs
+        .platforms
+        .clone()
+        .unwrap_or_else(|| m.build.platforms.iter().map(|p| p.get_ref().clone()).collect());
+    let mut targets = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let mut layer_groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+
+    for base in BASES {
+        let mut dirs = vec![base.dir];
+        dirs.extend(
+            base.needs
+                .iter()
+                .map(|n| BASES.iter().find(|b| b.target == *n).expect("known base").dir),
+        );
+        let paths = inputs_of(m, &dirs, None);
+        let repo = base_repository(m, base.target);
+        let stage = if base.target == "rust-builder" && m.build.rust_toolchain == RustToolchain::Official {
+            "rust-builder-official"
+        } else {
+            base.stage
+        };
+        let (cache_from, cache_to) = cache(m, base.target);
+        let mut t = Target {
+            description: format!("{}-{}: {}", m.brand(), base.target, base_description(base.target)),
+            context: base.dir.to_owned(),
+            dockerfile: "Dockerfile".into(),
+            target: stage.into(),
+            labels: labels(m, inputs, &paths, &format!("{}-{}", m.brand(), base.target)),
+            tags: git::tags(m.version.get_ref(), head, "")
+                .into_iter()
+                .map(|t| format!("{repo}:{t}"))
+                .collect(),
+            secret: secrets(inputs, base.target == "os-base"),
+            platforms: platforms.clone(),
+            cache_from,
+            cache_to,
+            ..Target::default()
+        };
+        t.args.insert("BRAND".into(), m.brand().to_owned());
+        if base.target == "os-base" {
+            t.args.insert("DEBIAN_IMAGE".into(), inputs.debian_image.clone());
+            t.args.insert("CA_SHA256".into(), inputs.ca_sha256.clone());
+        }
+        link(m, inputs, base.needs, &mut t);
+        targets.insert(base.target.to_owned(), t);
+        layer_groups.entry(base.layer).or_default().push(base.target.to_owned());
+    }
+
+    for target_name in crate::manifest::TARGETS {
+        let target_settings = match target_name {
+            "local" => &m.targets.local,
+            "dev" => &m.targets.dev,
+            _ => &m.targets.prod,
+        };
+        let mut members = Vec::new();
+        for (name, service) in &m.services {
+            let name = name.get_ref();
+            let needs = bases_of(service.kind);
+            let mut dirs: Vec<&str> = vec!["images/os-base"];
+            if service.kind == Kind::Rust {
+                dirs.push("images/rust-builder");
+            } else {
+                dirs.push("images/python-base");
+            }
+            let paths = inputs_of(m, &dirs, Some(name));
+            let repo = repository(m, name);
+            let bake_name = service_target(name, target_name);
+            let (cache_from, cache_to) = cache(m, &bake_name);
+            let mut t = Target {
+                description: format!(
+                    "{name} ({}), {target_name}: {}",
+                    format!("{:?}", service.kind).to_lowercase(),
+                    target_settings
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| format!("the {target_name} stage"))
+                ),
+                context: inputs.context_dir.join(name).display().to_string(),
+                dockerfile: format!("{}/Dockerfile", service.path.get_ref()),
+                target: target_name.to_owned(),
+                labels: labels(m, inputs, &paths, name),
+                tags: git::tags(m.version.get_ref(), head, &suffix(target_name))
+                    .into_iter()
+                    .map(|t| format!("{repo}:{t}"))
+                    .collect(),
+                secret: secrets(inputs, false),
+                platforms: target_settings
+                    .platforms
+                    .as_ref()
+                    .filter(|_| inputs.platforms.is_none())
+                    .map(|ps| ps.iter().map(|p| p.get_ref().clone()).collect())
+                    .unwrap_or_else(|| platforms.clone()),
+                cache_from,
+                cache_to,
+                ..Target::default()
+            };
+            t.labels.insert("dev.slipway.service".into(), name.clone());
+            t.labels.insert("dev.slipway.target".into(), target_name.to_owned());
+            link(m, inputs, needs, &mut t);
+            targets.insert(bake_name.clone(), t);
+            members.push(bake_name);
+        }
+        groups.insert(target_name.to_owned(), Group { targets: members });
+    }
+    for (layer, members) in layer_groups {
+        groups.insert(format!("layer-{layer}"), Group { targets: members });
+    }
+    groups.insert(
+        "bases".into(),
+        Group {
+            targets: BASES.iter().map(|b| b.target.to_owned()).collect(),
+        },
+    );
+    groups.insert(
+        "default".into(),
+        Group {
+            targets: groups["prod"].targets.clone(),
+        },
+    );
+    Definition {
+        group: groups,
+        target: targets,
+    }
+}
+
+fn base_description(base: &str) -> &'static str {
+    match base {
+        "os-base" => "the one Debian base, with the project Root CA trusted",
+        "python-base" => "os-base + Debian's Python 3 (the Python runtime)",
+        "python-builder" => "python-base + uv, for installing dependencies",
+        _ => "the Rust toolchain for the Rust services",
+    }
+}
+
+/// The bake targets to build, in layers (one bake each with [`Linking::Layers`], all at
+/// once with [`Linking::Contexts`]): the bases the chosen services need, then them.
+pub fn selection(m: &Manifest, names: &[String], target: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut services: Vec<&str> = Vec::new();
+    let mut bases: Vec<&str> = Vec::new();
+    for name in names {
+        if let Some(base) = BASES.iter().find(|b| b.target == name) {
+            bases.push(base.target);
+        } else if m.services.contains_key(name.as_str()) {
+            services.push(name);
+        } else {
+            let known: Vec<&str> = m
+                .services
+                .keys()
+                .map(|k| k.get_ref().as_str())
+                .chain(BASES.iter().map(|b| b.target))
+                .collect();
+            anyhow::bail!(
+                "no image named `{name}`: the services and bases are {}",
+                known.join(", ")
+            );
+        }
+    }
+    if names.is_empty() {
+        services = m.services.keys().map(|k| k.get_ref().as_str()).collect();
+    }
+    for s in &services {
+        bases.extend(bases_of(m.services[*s].kind));
+    }
+    // Every base needs its own bases.
+    let mut i = 0;
+    while i < bases.len() {
+        let needs = BASES
+            .iter()
+            .find(|b| b.target == bases[i])
+            .map(|b| b.needs)
+            .unwrap_or(&[]);
+        bases.extend(needs.iter().copied());
+        i += 1;
+    }
+    let mut layers: Vec<Vec<String>> = vec![Vec::new(); SERVICE_LAYER + 1];
+    for base in BASES.iter().filter(|b| bases.contains(&b.target)) {
+        layers[base.layer].push(base.target.to_owned());
+    }
+    for s in services {
+        layers[SERVICE_LAYER].push(service_target(s, target));
+    }
+    layers.retain(|l| !l.is_empty());
+    Ok(layers)
+}
+
+/// The definition as the file bake reads, pretty-printed with a trailing newline.
+pub fn to_json(def: &Definition) -> String {
+    let mut text = serde_json::to_string_pretty(def).expect("a definition always serializes");
+    text.push('\n');
+    text
+}
+
+/// Whether a builder's BuildKit takes named contexts (`v0.10.0` and later).
+pub fn supports_contexts(buildkit_version: &str) -> bool {
+    crate::docker::parse_version(buildkit_version).is_some_and(|v| v >= (0, 10, 0))
+}
+
+/// Where `build` keeps what it generates: `.<brand>/build/`.
+pub fn build_dir(state: &Path) -> PathBuf {
+    state.join("build")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(linking: Linking) -> (Manifest, Inputs) {
+        let root = crate::project::root();
+        let m = Manifest::load(&root.join(crate::manifest::FILE)).unwrap();
+        let inputs = Inputs {
+            root: root.clone(),
+            context_dir: root.join(".slipway/build/context"),
+            head: Head {
+                sha: "0123456789abcdef".into(),
+                branch: Some("main".into()),
+            },
+            ca_sha256: "ab".repeat(32),
+            ca_file: root.join(".slipway/certs/rootCA.crt"),
+            extra_ca: Some(root.join(".slipway/build/extra-ca.pem")),
+            linking,
+            platforms: None,
+            debian_image: "debian:trixie-slim".into(),
+        };
+        (m, inputs)
+    }
+
+    #[test]
+    fn contexts_link_services_to_their_bases() {
+        let (m, inputs) = inputs(Linking::Contexts);
+        let def = definition(&m, &inputs);
+        let gw = &def.target["gateway-prod"];
+        assert_eq!(gw.contexts["rust-builder"], "target:rust-builder");
+        assert_eq!(gw.contexts["os-base"], "target:os-base");
+        assert_eq!(def.target["python-base"].contexts["os-base"], "target:os-base");
+        assert_eq!(gw.dockerfile, "services/gateway/Dockerfile");
+        assert_eq!(gw.target, "prod");
+        assert!(gw.context.ends_with(".slipway/build/context/gateway"), "{}", gw.context);
+        assert_eq!(def.group["prod"].targets, ["agent-prod", "gateway-prod"]);
+        assert_eq!(def.group["default"], def.group["prod"]);
+        assert!(def.group["local"].targets.contains(&"agent-local".to_owned()));
+    }
+
+    #[test]
+    fn layers_name_bases_by_tag() {
+        let (m, inputs) = inputs(Linking::Layers);
+        let def = definition(&m, &inputs);
+        let agent = &def.target["agent-dev"];
+        assert!(agent.contexts.is_empty());
+        assert_eq!(
+            agent.args["PYTHON_BASE"],
+            "localhost:5000/platform/slipway-python-base:0.1.0"
+        );
+        assert_eq!(
+            agent.args["PYTHON_BUILDER"],
+            "localhost:5000/platform/slipway-python-builder:0.1.0"
+        );
+        assert_eq!(
+            def.target["rust-builder"].args["OS_BASE"],
+            "localhost:5000/platform/slipway-os-base:0.1.0"
+        );
+        assert_eq!(def.group["layer-0"].targets, ["os-base"]);
+    }
+
+    #[test]
+    fn trust_travels_as_secrets_on_every_target_that_needs_it() {
+        let (m, inputs) = inputs(Linking::Contexts);
+        let def = definition(&m, &inputs);
+        let os = &def.target["os-base"];
+        assert!(
+            os.secret
+                .iter()
+                .any(|s| s.starts_with("id=root-ca,src=") && s.ends_with("rootCA.crt"))
+        );
+        assert_eq!(os.args["CA_SHA256"], "ab".repeat(32));
+        for (name, t) in &def.target {
+            // The extra CA reaches every target, the bases reached only through
+            // `target:` contexts included.
+            assert!(t.secret.iter().any(|s| s.starts_with("id=extra-ca,")), "{name}");
+            // No secret in a build argument or a label.
+            assert!(
+                !t.args.values().chain(t.labels.values()).any(|v| v.contains("BEGIN")),
+                "{name}"
+            );
+            if name != "os-base" {
+                assert!(!t.secret.iter().any(|s| s.starts_with("id=root-ca")), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn tags_names_and_labels_follow_the_seed() {
+        let (m, inputs) = inputs(Linking::Contexts);
+        let def = definition(&m, &inputs);
+        assert_eq!(
+            def.target["gateway-prod"].tags,
+            [
+                "localhost:5000/platform/gateway:0.1.0",
+                "localhost:5000/platform/gateway:0.1.0-0123456",
+                "localhost:5000/platform/gateway:main-0123456",
+                "localhost:5000/platform/gateway:latest"
+            ]
+        );
+        assert_eq!(
+            def.target["gateway-dev"].tags[0],
+            "localhost:5000/platform/gateway:0.1.0-dev"
+        );
+        assert_eq!(
+            def.target["os-base"].tags[0],
+            "localhost:5000/platform/slipway-os-base:0.1.0"
+        );
+        for t in def.target.values() {
+            for key in ["source", "revision", "version", "created"] {
+                assert!(
+                    t.labels.contains_key(&format!("org.opencontainers.image.{key}")),
+                    "{key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn selection_pulls_in_the_bases_needed() {
+        let (m, _) = inputs(Linking::Layers);
+        let layers = selection(&m, &["agent".into()], "dev").unwrap();
+        assert_eq!(
+            layers,
+            [
+                vec!["os-base"],
+                vec!["python-base", "python-builder"],
+                vec!["agent-dev"]
+            ]
+        );
+        let layers = selection(&m, &[], "prod").unwrap();
+        assert_eq!(layers[2], ["agent-prod", "gateway-prod"]);
+        let err = selection(&m, &["gatewy".into()], "prod").unwrap_err().to_string();
+        assert!(
+            err.contains("no image named `gatewy`") && err.contains("gateway"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn named_contexts_need_buildkit_0_10() {
+        assert!(!supports_contexts("v0.8+unknown"));
+        assert!(supports_contexts("v0.12.5"));
+        assert!(supports_contexts("v0.10.0"));
+    }
+}

@@ -1,0 +1,476 @@
+//! `cargo xtask build [NAME...] [--target T]`: generate the bake definition from the
+//! manifest (`bake.rs`), stage each service's minimal build context, make sure the root
+//! image is there (pull, or bootstrap), run `docker buildx bake`, keep bake's metadata
+//! (digests) in `.<brand>/build/metadata.json`, and check the image policy (`lint.rs`).
+//!
+//! A missing Root CA stops the build before bake runs. Two builds on one checkout do not
+//! race: the second waits for the first (`.<brand>/build.lock`) and says so.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bake::{self, Inputs, Linking};
+use crate::manifest::{Cache, Kind, TARGETS};
+use crate::{bootstrap, certs, docker, flags, git, lint, project::Project, ui};
+
+impl flags::Build {
+    pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
+        let target = self.target.clone().unwrap_or_else(|| "prod".into());
+        if !TARGETS.contains(&target.as_str()) {
+            bail!("unknown target `{target}`: use local, dev or prod");
+        }
+        let platforms = self
+            .platform
+            .as_ref()
+            .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>());
+        let built = build(
+            project,
+            &self.names,
+            &target,
+            platforms,
+            Mode {
+                dry_run,
+                print: self.print,
+                push: self.push,
+            },
+        )?;
+        if built.is_empty() {
+            return Ok(());
+        }
+        for image in &built {
+            ui::note(&format!("{:<58} {:>8}", image.reference, human_size(image.size)));
+        }
+        Ok(())
+    }
+}
+
+/// What `build` is asked to do besides building.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mode {
+    pub dry_run: bool,
+    pub print: bool,
+    pub push: bool,
+}
+
+/// An image `build` made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub reference: String,
+    pub size: u64,
+}
+
+/// Build `names` (every service when empty) at `target`; returns what was built (nothing
+/// for a dry run or `--print`).
+pub fn build(
+    project: &Project,
+    names: &[String],
+    target: &str,
+    platforms: Option<Vec<String>>,
+    mode: Mode,
+) -> Result<Vec<Built>> {
+    let m = &project.manifest;
+    let certs_dir = project.certs_dir();
+    let ca_file = certs_dir.join(certs::CA_CERT);
+    let ca_sha256 = certs::file_sha256(&ca_file).map_err(|err| {
+        anyhow::anyhow!(
+            "the Root CA {} is missing or unreadable ({err:#}): run `cargo xtask certs` first; every image bakes it into its trust store",
+            ca_file.display()
+        )
+    })?;
+    if let Err(err) = docker::engine_version() {
+        bail!("the Docker engine is not reachable ({err}): {}", docker::START_ENGINE);
+    }
+    let builder = m.build.builder.as_deref();
+    let buildkit = docker::buildkit_version(builder).ok_or_else(|| {
+        anyhow::anyhow!("the buildx builder does not answer: run `docker buildx ls`, then `cargo xtask doctor`")
+    })?;
+    let linking = if bake::supports_contexts(&buildkit) {
+        Linking::Contexts
+    } else {
+        Linking::Layers
+    };
+    let driver = docker::builder_driver(builder).unwrap_or_default();
+    if m.build.cache != Cache::None && driver == "docker" {
+        bail!(
+            "build.cache in {} asks for an exported cache, which the `docker` driver cannot write: create a \
+             docker-container builder (`docker buildx create --use --driver docker-container`) and name it in \
+             build.builder, or set cache = {{ type = \"none\" }}",
+            project.manifest_path.display()
+        );
+    }
+    let state = project.state_dir();
+    let build_dir = bake::build_dir(&state);
+    let extra_ca = extra_ca_bundle(project, &build_dir.join("extra-ca.pem"), mode.dry_run)?;
+    let inputs = Inputs {
+        root: project.root.clone(),
+        context_dir: build_dir.join("context"),
+        head: git::head(&project.root),
+        ca_sha256,
+        ca_file: ca_file.clone(),
+        extra_ca,
+        linking,
+        platforms,
+        debian_image: bootstrap::root_image(project),
+    };
+    let definition = bake::definition(m, &inputs);
+    let layers = bake::selection(m, names, target)?;
+    let bake_file = build_dir.join("bake.json");
+
+    let _lock = if mode.dry_run {
+        None
+    } else {
+        Some(project.lock("build")?)
+    };
+    if !mode.dry_run {
+        fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
+        write_if_changed(&bake_file, &bake::to_json(&definition))?;
+        let services: Vec<&str> = layers
+            .last()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| service_of(m, t))
+            .collect();
+        for service in services {
+            stage_context(project, service, &inputs.context_dir.join(service))?;
+        }
+    }
+    let all: Vec<String> = layers.concat();
+    if mode.print {
+        let mut args = vec![
+            "buildx".to_owned(),
+            "bake".into(),
+            "--file".into(),
+            bake_file.display().to_string(),
+            "--print".into(),
+        ];
+        args.extend(all);
+        let step = docker::step(
+            "show what bake resolves",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .cwd(&project.root);
+        crate::plan::Plan { steps: vec![step] }.execute(mode.dry_run)?;
+        return Ok(Vec::new());
+    }
+
+    let mut plan = bootstrap::ensure_root_image(project, mode.dry_run)?;
+    let batches = match linking {
+        Linking::Contexts => vec![all.clone()],
+        Linking::Layers => layers.clone(),
+    };
+    let mut metadata_files = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let meta = build_dir.join(format!("metadata-{i}.json"));
+        let mut args: Vec<String> = vec!["buildx".into(), "bake".into()];
+        if let Some(b) = builder {
+            args.extend(["--builder".into(), b.to_owned()]);
+        }
+        args.extend(["--file".into(), bake_file.display().to_string()]);
+        args.extend(["--metadata-file".into(), meta.display().to_string()]);
+        args.push(if mode.push { "--push".into() } else { "--load".into() });
+        args.extend(batch.iter().cloned());
+        let what = if linking == Linking::Layers {
+            format!("bake layer {}: {}", i + 1, batch.join(", "))
+        } else {
+            format!("bake {}", batch.join(", "))
+        };
+        plan.push(
+            docker::step(what, &args.iter().map(String::as_str).collect::<Vec<_>>())
+                .cwd(&project.root)
+                .on_fail("the build output above names the failing step; `cargo xtask doctor` checks the engine"),
+        );
+        metadata_files.push(meta);
+    }
+    if mode.dry_run {
+        print!("{}", plan.render());
+        return Ok(Vec::new());
+    }
+    if linking == Linking::Layers {
+        ui::note(&format!(
+            "BuildKit {buildkit} takes no named contexts: building in layers, bases first"
+        ));
+    }
+    plan.execute(false)?;
+
+    let metadata = merge_metadata(&metadata_files, &build_dir.join("metadata.json"))?;
+    let mut built = Vec::new();
+    let mut problems = Vec::new();
+    for name in &all {
+        let t = &definition.target[name];
+        let reference = t.tags[0].clone();
+        let config = docker::inspect_image(&reference)?;
+        let size = config["Size"].as_u64().unwrap_or(0);
+        if let Some(service) = service_of(m, name) {
+            let dockerfile = project.root.join(&t.dockerfile);
+            let text = fs::read_to_string(&dockerfile).with_context(|| format!("reading {}", dockerfile.display()))?;
+            for v in lint::dockerfile(&text, target)
+                .into_iter()
+                .chain(lint::image_config(&config, target))
+            {
+                problems.push(format!("{service} ({reference}): {v}"));
+            }
+        }
+        built.push(Built { reference, size });
+    }
+    if !metadata.is_empty() {
+        ui::note(&format!("digests in {}", build_dir.join("metadata.json").display()));
+    }
+    if !problems.is_empty() {
+        bail!("the image policy failed:\n  - {}", problems.join("\n  - "));
+    }
+    Ok(built)
+}
+
+/// The service a bake target builds, if it is a service's (`gateway-prod` -> `gateway`).
+fn service_of<'m>(m: &'m crate::manifest::Manifest, bake_target: &str) -> Option<&'m str> {
+    m.services
+        .keys()
+        .map(|k| k.get_ref().as_str())
+        .find(|s| TARGETS.iter().any(|t| bake::service_target(s, t) == bake_target))
+}
+
+/// Combine the metadata bake wrote per layer into one file: bake target -> its entry
+/// (with `containerimage.digest`).
+fn merge_metadata(files: &[PathBuf], out: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
+    let mut merged: BTreeMap<String, serde_json::Value> = match fs::read_to_string(out) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+        Err(_) => BTreeMap::new(),
+    };
+    for file in files {
+        let Ok(text) = fs::read_to_string(file) else { continue };
+        let entries: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&text).with_context(|| format!("reading bake's metadata {}", file.display()))?;
+        merged.extend(entries.into_iter().filter(|(k, _)| !k.starts_with("buildx.")));
+        let _ = fs::remove_file(file);
+    }
+    write_if_changed(out, &(serde_json::to_string_pretty(&merged)? + "\n"))?;
+    Ok(merged)
+}
+
+/// The extra CAs for build steps (a TLS-inspecting proxy's): the files `build.extra-ca`
+/// names, then those in `SLIPWAY_EXTRA_CA` (`:`-separated), each checked to hold
+/// certificates, bundled into one file. `None` when there are none.
+fn extra_ca_bundle(project: &Project, out: &Path, dry_run: bool) -> Result<Option<PathBuf>> {
+    let mut files: Vec<(PathBuf, String)> = project
+        .manifest
+        .build
+        .extra_ca
+        .iter()
+        .map(|p| {
+            (
+                project.root.join(p.get_ref()),
+                format!("build.extra-ca in {}", project.manifest_path.display()),
+            )
+        })
+        .collect();
+    if let Ok(env) = std::env::var("SLIPWAY_EXTRA_CA") {
+        files.extend(
+            env.split(':')
+                .filter(|s| !s.is_empty())
+                .map(|p| (PathBuf::from(p), "SLIPWAY_EXTRA_CA".to_owned())),
+        );
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut bundle = String::new();
+    for (file, from) in &files {
+        let text = fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("the extra CA file {} (from {from}) cannot be read: {e}", file.display()))?;
+        let count = certs::count_pem_certificates(text.as_bytes());
+        if count == 0 {
+            bail!(
+                "the extra CA file {} (from {from}) holds no PEM certificate",
+                file.display()
+            );
+        }
+        bundle.push_str(text.trim_end());
+        bundle.push('\n');
+    }
+    if !dry_run {
+        if let Some(dir) = out.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        write_if_changed(out, &bundle)?;
+    }
+    Ok(Some(out.to_owned()))
+}
+
+/// Replace a file whole (temporary file + rename), only when its content changes.
+pub fn write_if_changed(path: &Path, content: &str) -> Result<()> {
+    if fs::read_to_string(path).is_ok_and(|c| c == content) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Names never copied into a build context: build output, caches, local environments.
+const SKIP: &[&str] = &[
+    "target",
+    "__pycache__",
+    ".venv",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "node_modules",
+    ".git",
+];
+
+/// Stage `service`'s build context in `dest`: its own directory and the paths it depends
+/// on, mirrored from the checkout, and nothing else. Files are rewritten only when their
+/// content changes; files gone from the checkout are removed. A Rust service's copy of
+/// the workspace `Cargo.toml` lists only the members present in the context.
+pub fn stage_context(project: &Project, service: &str, dest: &Path) -> Result<()> {
+    let s = &project.manifest.services[service];
+    let mut wanted: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    let mut members = Vec::new();
+    for rel in std::iter::once(&s.path).chain(&s.depends_on) {
+        let rel = rel.get_ref();
+        let src = project.root.join(rel);
+        if !src.exists() {
+            bail!(
+                "`{rel}` (a path of service `{service}` in {}) does not exist in the checkout",
+                project.manifest_path.display()
+            );
+        }
+        collect(&src, Path::new(rel), &mut wanted)?;
+        if src.join("Cargo.toml").exists() {
+            members.push(rel.clone());
+        }
+    }
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    for (rel, src) in &wanted {
+        let to = dest.join(rel);
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let mut content = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        if s.kind == Kind::Rust && rel == Path::new("Cargo.toml") {
+            content = workspace_of(&String::from_utf8_lossy(&content), &members).into_bytes();
+        }
+        if fs::read(&to).ok().as_deref() != Some(&content[..]) {
+            fs::write(&to, &content).with_context(|| format!("writing {}", to.display()))?;
+        }
+        let mode = fs::metadata(src)?.permissions();
+        if fs::metadata(&to)?.permissions() != mode {
+            fs::set_permissions(&to, mode)?;
+        }
+    }
+    remove_stale(dest, dest, &wanted)?;
+    Ok(())
+}
+
+fn collect(src: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, PathBuf>) -> Result<()> {
+    if src.is_dir() {
+        let mut entries: Vec<_> = fs::read_dir(src)
+            .with_context(|| format!("reading {}", src.display()))?
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            if SKIP.iter().any(|s| name == *s) {
+                continue;
+            }
+            collect(&entry.path(), &rel.join(&name), out)?;
+        }
+    } else if src.is_file() {
+        out.insert(rel.to_owned(), src.to_owned());
+    }
+    Ok(())
+}
+
+fn remove_stale(dir: &Path, dest: &Path, wanted: &BTreeMap<PathBuf, PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        let rel = path.strip_prefix(dest).unwrap_or(&path).to_owned();
+        if path.is_dir() {
+            remove_stale(&path, dest, wanted)?;
+            if fs::read_dir(&path)?.next().is_none() {
+                fs::remove_dir(&path)?;
+            }
+        } else if !wanted.contains_key(&rel) {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The workspace manifest with `members = [...]` narrowed to `members`.
+fn workspace_of(cargo_toml: &str, members: &[String]) -> String {
+    let list: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in cargo_toml.lines() {
+        if skipping {
+            if line.contains(']') {
+                skipping = false;
+            }
+            continue;
+        }
+        if line.trim_start().starts_with("members") && line.contains('=') {
+            out.push_str(&format!("members = [{}]\n", list.join(", ")));
+            skipping = !line.contains(']');
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn human_size(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_narrowed_to_the_members_in_the_context() {
+        let text =
+            "[workspace]\nresolver = \"3\"\nmembers = [\"xtask\", \"services/gateway\"]\n\n[profile.dev]\ndebug = 0\n";
+        let narrowed = workspace_of(text, &["services/gateway".into()]);
+        assert_eq!(
+            narrowed,
+            "[workspace]\nresolver = \"3\"\nmembers = [\"services/gateway\"]\n\n[profile.dev]\ndebug = 0\n"
+        );
+        let multi = "[workspace]\nmembers = [\n  \"xtask\",\n  \"services/gateway\",\n]\nresolver = \"3\"\n";
+        assert_eq!(
+            workspace_of(multi, &["services/gateway".into()]),
+            "[workspace]\nmembers = [\"services/gateway\"]\nresolver = \"3\"\n"
+        );
+    }
+
+    #[test]
+    fn a_context_holds_only_the_services_paths() {
+        let project = Project::load().unwrap();
+        let dest = std::env::temp_dir().join(format!("slipway-context-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dest);
+        stage_context(&project, "agent", &dest).unwrap();
+        let top: Vec<String> = fs::read_dir(dest.join("services"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut top = top;
+        top.sort();
+        assert_eq!(top, ["agent", "common"]);
+        assert!(!dest.join("xtask").exists() && !dest.join("Cargo.toml").exists());
+        // A stale file is removed; an unchanged one is not rewritten.
+        fs::write(dest.join("services/agent/stale.txt"), "x").unwrap();
+        let lock = dest.join("services/agent/pyproject.toml");
+        let before = fs::metadata(&lock).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        stage_context(&project, "agent", &dest).unwrap();
+        assert!(!dest.join("services/agent/stale.txt").exists());
+        assert_eq!(fs::metadata(&lock).unwrap().modified().unwrap(), before);
+        fs::remove_dir_all(&dest).unwrap();
+    }
+}

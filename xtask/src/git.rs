@@ -1,0 +1,136 @@
+//! What git says about the checkout: the commit, the branch, and the last commit that
+//! touched a set of paths (an image's inputs). Image tags and OCI labels come from here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::plan::{Output, Step};
+
+/// The checkout's commit and branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Full commit id, or `unknown` outside a git checkout / before the first commit.
+    pub sha: String,
+    /// Branch name; `None` on a detached HEAD.
+    pub branch: Option<String>,
+}
+
+impl Head {
+    pub fn sha7(&self) -> &str {
+        &self.sha[..self.sha.len().min(7)]
+    }
+}
+
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let ran = Step::new("git", "git")
+        .args(args.iter().copied())
+        .cwd(root)
+        .output(Output::Capture)
+        .timeout(Duration::from_secs(20))
+        .run_unchecked()
+        .ok()?;
+    ran.status
+        .success()
+        .then(|| ran.stdout.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// HEAD of the checkout at `root`. CI systems that check out a detached commit name the
+/// branch in `GITHUB_REF_NAME` (or `SLIPWAY_BRANCH`), which wins when set.
+pub fn head(root: &Path) -> Head {
+    let sha = git(root, &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let from_env = ["SLIPWAY_BRANCH", "GITHUB_REF_NAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    let branch = from_env.or_else(|| git(root, &["symbolic-ref", "--short", "--quiet", "HEAD"]));
+    Head { sha, branch }
+}
+
+/// The last commit that touched any of `paths` (its id and ISO-8601 time), with
+/// `-dirty` when one of them has uncommitted changes. Labels built from this stay the
+/// same while an image's inputs do, so they never invalidate a cached image.
+pub fn inputs_revision(root: &Path, paths: &[String]) -> (String, String) {
+    let mut args = vec!["log", "-1", "--format=%H %cI", "--"];
+    args.extend(paths.iter().map(String::as_str));
+    let (sha, time) = git(root, &args)
+        .and_then(|line| line.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+        .unwrap_or_else(|| ("unknown".into(), "1970-01-01T00:00:00Z".into()));
+    let mut status = vec!["status", "--porcelain", "--"];
+    status.extend(paths.iter().map(String::as_str));
+    let dirty = git(root, &status).is_some();
+    (if dirty { format!("{sha}-dirty") } else { sha }, time)
+}
+
+/// A branch name made into a valid tag: lowercase, `[a-z0-9._-]`, no leading `.`/`-`,
+/// at most 100 characters (room for `-{sha7}`).
+pub fn tag_safe(branch: &str) -> String {
+    let mut out: String = branch
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    let out = out.trim_start_matches(['.', '-']).trim_end_matches('-');
+    let out: String = out.chars().take(100).collect();
+    if out.is_empty() { "branch".into() } else { out }
+}
+
+/// The tags of seed 002: `{version}`, `{version}-{sha7}`, `{branch}-{sha7}`, and `latest`
+/// on `main` only. `suffix` (`-dev`, `-local`) marks the non-prod targets.
+pub fn tags(version: &str, head: &Head, suffix: &str) -> Vec<String> {
+    let mut tags = vec![format!("{version}{suffix}")];
+    if head.sha != "unknown" {
+        tags.push(format!("{version}-{}{suffix}", head.sha7()));
+        if let Some(branch) = &head.branch {
+            tags.push(format!("{}-{}{suffix}", tag_safe(branch), head.sha7()));
+        }
+    }
+    if head.branch.as_deref() == Some("main") {
+        tags.push(format!("latest{suffix}"));
+    }
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(branch: Option<&str>) -> Head {
+        Head {
+            sha: "0123456789abcdef".into(),
+            branch: branch.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn seed_tags_with_latest_on_main_only() {
+        assert_eq!(
+            tags("1.2.0", &head(Some("main")), ""),
+            ["1.2.0", "1.2.0-0123456", "main-0123456", "latest"]
+        );
+        assert_eq!(
+            tags("1.2.0", &head(Some("feature/Login_Page")), "-dev"),
+            ["1.2.0-dev", "1.2.0-0123456-dev", "feature-login_page-0123456-dev"]
+        );
+        assert_eq!(tags("1.2.0", &head(None), ""), ["1.2.0", "1.2.0-0123456"]);
+    }
+
+    #[test]
+    fn branches_become_valid_tags() {
+        assert_eq!(tag_safe("Feature/ÜBER--fix"), "feature-ber-fix");
+        assert_eq!(tag_safe("-.weird"), "weird");
+        assert_eq!(tag_safe("///"), "branch");
+        assert!(crate::manifest::is_tag(&format!(
+            "{}-0123456",
+            tag_safe(&"x".repeat(300))
+        )));
+    }
+}
