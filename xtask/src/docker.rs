@@ -106,7 +106,6 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
-
 /// The id of an image in the store, if it is there.
 pub fn image_id(reference: &str) -> Option<String> {
     let ran = query(&["image", "inspect", "--format", "{{.Id}}", reference], 20).ok()?;

@@ -538,9 +538,17 @@ mod tests {
         assert!(err.contains("did not finish"), "{err}");
         let pid: i32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
         let _ = std::fs::remove_file(&marker);
-        // Gone, or a zombie waiting for init to reap it: either way not running.
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let running = state.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')) && !state.is_empty();
-        assert!(!running, "grandchild {pid} survived the group kill: {state}");
+        // Gone, or a zombie waiting for init to reap it: either way not running. (A
+        // background job of `sh -c` ignores SIGINT; the SIGKILL that follows lands
+        // asynchronously, so give it a moment.)
+        let running = || {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            !state.is_empty() && state.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z'))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!running(), "grandchild {pid} survived the group kill");
     }
 }
