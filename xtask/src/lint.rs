@@ -322,7 +322,7 @@ pub fn scan_archive(archive: impl Read, prod: bool) -> Result<Scan> {
                 scan.violations
                     .push(format!("{path} is left in a layer ({name}): a secret mount's stub"));
             }
-            if contains(&content, b"PRIVATE KEY-----") {
+            if holds_private_key(&content) {
                 scan.violations
                     .push(format!("{path} in layer {name} holds a private key"));
             }
@@ -369,20 +369,47 @@ pub fn scan_archive(archive: impl Read, prod: bool) -> Result<Scan> {
     Ok(scan)
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+/// Whether `content` holds a PEM private key: a `-----BEGIN ... PRIVATE KEY-----` line
+/// followed by a line of base64. (Libraries that parse PEM carry the marker alone, as a
+/// string constant: that is not a key.)
+pub fn holds_private_key(content: &[u8]) -> bool {
+    const MARKER: &[u8] = b"PRIVATE KEY-----";
+    let mut from = 0;
+    while let Some(at) = find(&content[from..], MARKER).map(|i| from + i) {
+        let after = &content[at + MARKER.len()..];
+        let after = after.strip_prefix(b"\r").unwrap_or(after);
+        if let Some(body) = after.strip_prefix(b"\n") {
+            let line_len = body
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+                .count();
+            let begins = content[..at]
+                .rsplit(|b| *b == b'\n')
+                .next()
+                .is_some_and(|l| l.starts_with(b"-----BEGIN "));
+            if begins && line_len >= 40 {
+                return true;
+            }
+        }
+        from = at + 1;
+    }
+    false
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let first = needle[0];
     let mut i = 0;
     while let Some(pos) = haystack[i..].iter().position(|b| *b == first) {
         let at = i + pos;
         if haystack.len() - at < needle.len() {
-            return false;
+            return None;
         }
         if &haystack[at..at + needle.len()] == needle {
-            return true;
+            return Some(at);
         }
         i = at + 1;
     }
-    false
+    None
 }
 
 /// A minimal tar reader (ustar, GNU long names, PAX paths): entries as
@@ -607,16 +634,19 @@ CMD /app/gateway
             (
                 "app/leak.pem",
                 0o600,
-                b"-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n",
+                b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n",
             ),
+            // A PEM parser's string constant is not a key.
+            ("usr/lib/libpem.so", 0o644, b"\x00-----BEGIN RSA PRIVATE KEY-----\x00-----END"),
             ("run/secrets/root-ca", 0o600, b""),
             ("usr/bin/gcc", 0o755, b"ELF"),
             ("usr/bin/su", 0o4755, b"ELF"),
         ]);
         let archive = tar(&[("manifest.json", 0o644, b"[]"), ("abc/layer.tar", 0o644, &layer)]);
         let scan = scan_archive(&archive[..], true).unwrap();
-        assert_eq!(scan.files, 5);
+        assert_eq!(scan.files, 6);
         let v = scan.violations.join("\n");
+        assert!(!v.contains("libpem"), "{v}");
         for needle in [
             "app/leak.pem",
             "run/secrets/root-ca",

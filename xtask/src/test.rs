@@ -5,6 +5,7 @@
 
 use anyhow::{Result, bail};
 
+use crate::manifest::Kind;
 use crate::plan::{Output, Plan, Step};
 use crate::{docker, flags, project::Project, ui};
 
@@ -76,9 +77,14 @@ impl std::fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
-/// The steps: the workspace's tests, with the engine tests included when asked.
+/// The steps: the workspace's tests, with the engine tests included when asked; with the
+/// engine, each Python service's pytest suite inside its `local` image (the Python that
+/// ships), with the certificates mounted.
 pub fn plan(project: &Project, engine: bool) -> Plan {
     let mut plan = Plan::new();
+    let xtask = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "xtask".into());
     let mut step = Step::new(
         if engine {
             "workspace tests, engine tests included"
@@ -95,6 +101,51 @@ pub fn plan(project: &Project, engine: bool) -> Plan {
         step = step.args(["--", "--include-ignored"]);
     }
     plan.push(step);
+    if !engine {
+        return plan;
+    }
+    let python: Vec<&str> = project
+        .manifest
+        .services
+        .iter()
+        .filter(|(_, s)| s.kind == Kind::Python)
+        .map(|(n, _)| n.get_ref().as_str())
+        .collect();
+    if python.is_empty() {
+        return plan;
+    }
+    plan.push(
+        Step::new("certificates for the service tests", &xtask)
+            .arg("certs")
+            .cwd(&project.root),
+    );
+    for name in python {
+        plan.push(
+            Step::new(format!("build {name}'s local image"), &xtask)
+                .args(["build", name, "--target", "local"])
+                .cwd(&project.root),
+        );
+        let mount = format!("{}:/certs:ro", project.certs_dir().display());
+        let image = crate::bake::service_ref(&project.manifest, name, "local");
+        plan.push(
+            docker::step(
+                format!("{name}: pytest in its local image"),
+                &[
+                    "run",
+                    "--rm",
+                    "--volume",
+                    &mount,
+                    "--env",
+                    "AGENT_RELOAD=0",
+                    "--env",
+                    "DEBUGPY_PORT=",
+                    &image,
+                ],
+            )
+            .args(["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q"])
+            .output(Output::Tee),
+        );
+    }
     plan
 }
 
@@ -107,9 +158,31 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Sum libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
+    /// Sum libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines and
+    /// pytest's `==== 4 passed, 1 failed in 0.52s ====` lines.
     pub fn parse(output: &str) -> Counts {
         let mut c = Counts::default();
+        for line in output.lines() {
+            let line = line.trim().trim_matches('=').trim();
+            let Some((counts, _)) = line.rsplit_once(" in ") else {
+                continue;
+            };
+            let parts: Vec<(u64, &str)> = counts
+                .split(", ")
+                .filter_map(|p| p.split_once(' ').and_then(|(n, w)| Some((n.parse().ok()?, w))))
+                .collect();
+            if parts.is_empty() || parts.len() != counts.split(", ").count() {
+                continue;
+            }
+            for (n, what) in parts {
+                match what {
+                    "passed" => c.passed += n,
+                    "failed" | "error" | "errors" => c.failed += n,
+                    "skipped" | "deselected" | "xfailed" => c.skipped += n,
+                    _ => {}
+                }
+            }
+        }
         for line in output.lines().filter_map(|l| l.trim().strip_prefix("test result: ")) {
             for part in line.split(';') {
                 let mut words = part.split_whitespace().rev();
@@ -163,6 +236,16 @@ mod tests {
             }
         );
         assert_eq!(c.line(), "8 passed, 2 failed, 1 skipped");
+        let pytest =
+            "..F.\n=================== 1 failed, 3 passed, 1 skipped in 0.52s ===================\n4 passed in 0.1s\n";
+        assert_eq!(
+            Counts::parse(pytest),
+            Counts {
+                passed: 7,
+                failed: 1,
+                skipped: 1
+            }
+        );
     }
 
     #[test]

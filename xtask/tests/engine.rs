@@ -1,0 +1,537 @@
+//! Tests on the real Docker engine: images built by `cargo xtask build` (bake), the Root
+//! CA in their trust stores, the policy, the cache across unrelated changes, CA rotation,
+//! and the prod services talking mTLS. `#[ignore]`d in plain `cargo test`; `cargo xtask
+//! test` runs them when the engine answers.
+//!
+//! They share the checkout's images and state, so they run one at a time (`serial`);
+//! the tests that change the CA use a state directory and a project name of their own.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn xtask_ok(args: &[&str]) -> String {
+    let out = xtask(args);
+    assert!(out.status.success(), "cargo xtask {args:?} failed:\n{}", text(&out));
+    text(&out)
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?} failed:\n{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn image_id(reference: &str) -> String {
+    docker_ok(&["image", "inspect", "--format", "{{.Id}}", reference])
+}
+
+fn layers(reference: &str) -> Vec<String> {
+    let json = docker_ok(&["image", "inspect", "--format", "{{json .RootFS.Layers}}", reference]);
+    serde_json::from_str(&json).unwrap()
+}
+
+const IMAGES: &[&str] = &[
+    "localhost:5000/platform/slipway-os-base:0.1.0",
+    "localhost:5000/platform/slipway-python-base:0.1.0",
+    "localhost:5000/platform/slipway-python-builder:0.1.0",
+    "localhost:5000/platform/slipway-rust-builder:0.1.0",
+    "localhost:5000/platform/gateway:0.1.0",
+    "localhost:5000/platform/agent:0.1.0",
+];
+
+/// Certificates, then every prod image (a no-op once built).
+fn built() -> PathBuf {
+    xtask_ok(&["certs"]);
+    xtask_ok(&["build", "--target", "prod"]);
+    // python-base is reached by the services' build only as a base: build it by name too.
+    xtask_ok(&["build", "python-base"]);
+    root().join(".slipway/certs")
+}
+
+/// A file out of an image, through `docker create` + `docker cp` (the prod gateway has
+/// no shell to `cat` with).
+fn file_in_image(reference: &str, path: &str) -> Vec<u8> {
+    let id = docker_ok(&["create", reference]);
+    let out = docker(&["cp", &format!("{id}:{path}"), "-"]);
+    docker_ok(&["rm", &id]);
+    assert!(out.status.success(), "{path} in {reference}: {}", text(&out));
+    out.stdout
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn every_image_trusts_the_root_ca_and_holds_no_key() {
+    let _serial = serial();
+    let certs = built();
+    let ca = std::fs::read_to_string(certs.join("rootCA.crt")).unwrap();
+    let body = ca.lines().nth(1).unwrap().as_bytes().to_vec();
+    let sha = {
+        let out = Command::new("sha256sum")
+            .arg(certs.join("rootCA.crt"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    for image in IMAGES {
+        let bundle = file_in_image(image, "/etc/ssl/certs/ca-certificates.crt");
+        assert!(
+            contains(&bundle, &body),
+            "{image}: the Root CA is not in its trust store"
+        );
+    }
+    let label = docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"dev.slipway.ca-sha256\"}}",
+        IMAGES[0],
+    ]);
+    assert_eq!(label, sha, "os-base carries the fingerprint of the CA file it baked");
+    // No private key (the CA's, a server's, a client's, or any other) in any layer.
+    let keys: Vec<Vec<u8>> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "key"))
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .as_bytes()
+                .to_vec()
+        })
+        .collect();
+    assert!(keys.len() >= 5);
+    // grep, not a byte loop: the builders' archives are hundreds of megabytes.
+    let patterns = scratch("key-patterns").join("keys.txt");
+    std::fs::write(
+        &patterns,
+        keys.iter()
+            .map(|k| format!("{}\n", String::from_utf8_lossy(k)))
+            .collect::<String>(),
+    )
+    .unwrap();
+    for image in IMAGES {
+        let archive = patterns.with_file_name("image.tar");
+        docker_ok(&["save", "--output", &archive.display().to_string(), image]);
+        assert!(
+            std::fs::metadata(&archive).unwrap().len() > 1_000_000,
+            "{image}: docker save wrote too little"
+        );
+        let found = Command::new("grep")
+            .arg("--count")
+            .arg("--fixed-strings")
+            .arg("--file")
+            .arg(&patterns)
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&found.stdout).trim(),
+            "0",
+            "{image}: a project key is in a layer"
+        );
+        std::fs::remove_file(&archive).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(patterns.parent().unwrap());
+    // The policy passes, with every layer of the prod services scanned.
+    let out = xtask_ok(&["lint"]);
+    assert!(out.contains("files in its layers scanned"), "{out}");
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn unrelated_changes_rebuild_no_layer() {
+    let _serial = serial();
+    built();
+    let before: Vec<String> = IMAGES.iter().map(|i| image_id(i)).collect();
+    // A new file under xtask/ and under docs/: outside every image's inputs.
+    let markers = [
+        root().join("xtask/engine-test-marker.txt"),
+        root().join("docs/engine-test-marker.md"),
+    ];
+    for m in &markers {
+        std::fs::write(m, "unrelated").unwrap();
+    }
+    let out = xtask(&["build", "--target", "prod"]);
+    for m in &markers {
+        let _ = std::fs::remove_file(m);
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    let after: Vec<String> = IMAGES.iter().map(|i| image_id(i)).collect();
+    assert_eq!(before, after, "a change under xtask/ or docs/ changed an image");
+
+    // An edit in the agent rebuilds the agent, and no layer of the gateway.
+    let app = root().join("services/agent/src/agent/app.py");
+    let original = std::fs::read_to_string(&app).unwrap();
+    struct Restore(PathBuf, String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            std::fs::write(&self.0, &self.1).unwrap();
+        }
+    }
+    let _restore = Restore(app.clone(), original.clone());
+    std::fs::write(&app, format!("{original}\n# engine test edit\n")).unwrap();
+    xtask_ok(&["build", "--target", "prod"]);
+    assert_eq!(image_id(IMAGES[4]), before[4], "the gateway changed with an agent edit");
+    assert_ne!(
+        image_id(IMAGES[5]),
+        before[5],
+        "the agent did not change with its own edit"
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("slipway-engine-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_missing_ca_stops_the_build_before_bake() {
+    let _serial = serial();
+    let state = scratch("no-ca");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build", "--target", "prod"])
+        .env("SLIPWAY_STATE_DIR", &state)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains(&state.join("certs/rootCA.crt").display().to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("cargo xtask certs"), "{msg}");
+    assert!(!msg.contains("bake layer") && !msg.contains("#1 "), "bake ran: {msg}");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn rotating_the_ca_rebuilds_the_trust_layer_and_nothing_before_it() {
+    let _serial = serial();
+    built();
+    // A project of its own, so the checkout's images keep their CA.
+    let dir = scratch("rotate");
+    let manifest = std::fs::read_to_string(root().join("slipway.toml"))
+        .unwrap()
+        .replace("project = \"platform\"", "project = \"rotation-test\"");
+    std::fs::write(dir.join("slipway.toml"), manifest).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .env("SLIPWAY_STATE_DIR", dir.join("state"))
+            .env("SLIPWAY_MANIFEST", dir.join("slipway.toml"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    let image = "localhost:5000/rotation-test/slipway-os-base:0.1.0";
+    run(&["certs"]);
+    run(&["build", "os-base"]);
+    let first = layers(image);
+    // A no-op build keeps every layer.
+    run(&["build", "os-base"]);
+    assert_eq!(layers(image), first);
+    let rotated = run(&["certs", "--rotate", "all"]);
+    assert!(rotated.contains("rebuild the images"), "{rotated}");
+    run(&["build", "os-base"]);
+    let second = layers(image);
+    assert_eq!(first.len(), second.len());
+    let n = first.len();
+    assert_eq!(
+        first[..n - 1],
+        second[..n - 1],
+        "layers before the trust layer were rebuilt"
+    );
+    assert_ne!(
+        first[n - 1],
+        second[n - 1],
+        "the trust layer was not rebuilt for the new CA"
+    );
+    let tags = docker_ok(&[
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "localhost:5000/rotation-test/slipway-os-base",
+    ]);
+    for tag in tags.lines() {
+        docker_ok(&["rmi", tag]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn every_target_builds_and_passes_the_policy() {
+    let _serial = serial();
+    built();
+    for target in ["local", "dev"] {
+        xtask_ok(&["build", "--target", target]);
+        xtask_ok(&["lint", "--target", target]);
+    }
+    let user = docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.User}}",
+        "localhost:5000/platform/agent:0.1.0-dev",
+    ]);
+    assert_eq!(user, "10001:10001");
+    // --print is bake's own view of the generated definition.
+    let printed = xtask_ok(&["build", "--print", "gateway"]);
+    assert!(
+        printed.contains("\"gateway-prod\"") && printed.contains("id=root-ca"),
+        "{printed}"
+    );
+}
+
+/// A container removed when the test ends, however it ends.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "--force", &self.0]);
+    }
+}
+
+struct Network(String);
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.0]);
+    }
+}
+
+fn host_port(container: &str, port: &str) -> u16 {
+    let mapping = docker_ok(&["port", container, port]);
+    mapping
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn wait_healthy(container: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", container]);
+        if status == "healthy" {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{container} is {status}: {}",
+            docker_ok(&["logs", container])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// GET over TLS with rustls, trusting `ca`, presenting `client` when given; data is
+/// exchanged, so a refused client certificate shows as an error.
+fn https_get(port: u16, name: &str, certs: &Path, client: Option<&str>, path: &str) -> Result<String, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(certs.join("rootCA.crt")).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(stem) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(certs.join(format!("{stem}.crt"))).unwrap()],
+                PrivateKeyDer::from_pem_file(certs.join(format!("{stem}.key"))).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(name.to_owned()).unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    match tls.read_to_string(&mut response) {
+        Ok(_) => {}
+        // Servers that close without close_notify still sent their answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    if response.is_empty() {
+        return Err("no answer".into());
+    }
+    Ok(response)
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn prod_services_talk_mtls_and_stop_on_sigterm() {
+    let _serial = serial();
+    let certs = built();
+    let tag = format!("slipway-engine-{}", std::process::id());
+    let _net = Network(docker_ok(&["network", "create", &tag]));
+    let uid = format!("{}:{}", unsafe { libc::getuid() }, unsafe { libc::getgid() });
+    let mount = format!("{}:/certs:ro", certs.display());
+    let agent = Container(format!("{tag}-agent"));
+    docker_ok(&[
+        "run",
+        "--detach",
+        "--name",
+        &agent.0,
+        "--network",
+        &tag,
+        "--network-alias",
+        "agent",
+        "--user",
+        &uid,
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--volume",
+        &mount,
+        "--publish",
+        "127.0.0.1::9443",
+        "localhost:5000/platform/agent:0.1.0",
+    ]);
+    let gateway = Container(format!("{tag}-gateway"));
+    docker_ok(&[
+        "run",
+        "--detach",
+        "--name",
+        &gateway.0,
+        "--network",
+        &tag,
+        "--user",
+        &uid,
+        "--read-only",
+        "--volume",
+        &mount,
+        "--publish",
+        "127.0.0.1::8443",
+        "localhost:5000/platform/gateway:0.1.0",
+    ]);
+    wait_healthy(&agent.0);
+    wait_healthy(&gateway.0);
+    let gw = host_port(&gateway.0, "8443");
+    let ag = host_port(&agent.0, "9443");
+
+    // Through the gateway: its /health sees the agent, /api reaches it over mTLS.
+    let health = https_get(gw, "localhost", &certs, None, "/health").unwrap();
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"status\":\"ok\""),
+        "{health}"
+    );
+    let hello = https_get(gw, "localhost", &certs, None, "/api/hello").unwrap();
+    assert!(hello.contains("hello from the agent"), "{hello}");
+    // The agent directly: the gateway's client certificate is accepted, none is refused.
+    let direct = https_get(ag, "localhost", &certs, Some("gateway-client"), "/api/hello").unwrap();
+    assert!(direct.contains("hello from the agent"), "{direct}");
+    let refused = https_get(ag, "localhost", &certs, None, "/api/hello");
+    assert!(
+        refused.is_err(),
+        "the agent answered a client with no certificate: {refused:?}"
+    );
+    // A server certificate is not a client certificate.
+    let refused = https_get(ag, "localhost", &certs, Some("gateway"), "/api/hello");
+    assert!(
+        refused.is_err(),
+        "the agent took a server certificate as a client's: {refused:?}"
+    );
+
+    // SIGTERM: both drain and exit 0, well before docker's 10 s SIGKILL.
+    for c in [&gateway.0, &agent.0] {
+        let started = Instant::now();
+        docker_ok(&["stop", c]);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "{c} took {took:?} to stop");
+        assert_eq!(
+            docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", c]),
+            "0",
+            "{}",
+            docker_ok(&["logs", c])
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_service_without_its_certificates_refuses_to_start_in_one_line() {
+    let _serial = serial();
+    built();
+    for (image, missing) in [
+        ("localhost:5000/platform/gateway:0.1.0", "/certs/gateway.crt"),
+        ("localhost:5000/platform/agent:0.1.0", "/certs/agent.crt"),
+    ] {
+        let out = docker(&["run", "--rm", image]);
+        assert!(!out.status.success(), "{image} started with no certificates");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{image}: {stderr}");
+        assert!(
+            lines[0].contains(missing) && lines[0].contains("missing"),
+            "{image}: {stderr}"
+        );
+    }
+}
