@@ -263,7 +263,7 @@ fn port_checks(project: &Project) -> Vec<Check> {
                 None => check(&label, Status::Ok, format!("free for {}", name.get_ref()), None),
                 Some(holder) => check(&label, Status::Warn,
                     format!("in use by {holder}; {} needs it", name.get_ref()),
-                    Some("if it is this stack already up, `docker ps` shows it; otherwise stop that process or change the port in slipway.toml")),
+                    Some("if it is this stack already up, `cargo xtask ps` shows it; otherwise stop that process or change the port in slipway.toml")),
             });
         }
     }

@@ -60,8 +60,37 @@ xflags::xflags! {
             optional --target target: String
         }
 
-        /// Bring the local stack up (the main job for a new contributor).
-        cmd dev {}
+        /// Bring the local stack up (the main job for a new contributor): certificates,
+        /// images, `docker compose up`, then wait until every service is healthy and say
+        /// where each listens. In the foreground it streams the logs; Ctrl-C stops it.
+        cmd dev {
+            /// local (default: source mounted, hot reload, debugger), dev or prod.
+            optional --target target: String
+            /// Return once every service is healthy, leaving the stack running.
+            optional --detach
+            /// Seconds to wait for every service to be healthy (default 120).
+            optional --timeout secs: u64
+        }
+
+        /// Stop the stack and remove its containers and network.
+        cmd down {
+            /// Remove its volumes too.
+            optional --volumes
+        }
+
+        /// Show the stack's logs.
+        cmd logs {
+            /// One service's logs (default: every service's).
+            optional service: String
+            /// Keep streaming new lines.
+            optional --follow
+        }
+
+        /// Show the stack's services: state, health and ports.
+        cmd ps {
+            /// Print them as JSON.
+            optional --json
+        }
 
         /// Make what is missing under `.<brand>/certs/`: the Root CA, a server
         /// certificate per service, the mTLS client certificates. Valid files are kept.
@@ -105,6 +134,9 @@ pub enum XtaskCmd {
     Bootstrap(Bootstrap),
     Lint(Lint),
     Dev(Dev),
+    Down(Down),
+    Logs(Logs),
+    Ps(Ps),
     Certs(Certs),
     Codegen(Codegen),
 }
@@ -142,7 +174,28 @@ pub struct Lint {
 }
 
 #[derive(Debug)]
-pub struct Dev;
+pub struct Dev {
+    pub target: Option<String>,
+    pub detach: bool,
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Down {
+    pub volumes: bool,
+}
+
+#[derive(Debug)]
+pub struct Logs {
+    pub service: Option<String>,
+
+    pub follow: bool,
+}
+
+#[derive(Debug)]
+pub struct Ps {
+    pub json: bool,
+}
 
 #[derive(Debug)]
 pub struct Certs {

@@ -9,16 +9,20 @@ mod bootstrap;
 mod build;
 mod certs;
 mod codegen;
+mod compose;
 mod dev;
 mod docker;
 mod doctor;
+mod down;
 mod flags;
 mod git;
 mod lint;
+mod logs;
 mod manifest;
 mod plan;
 mod ports;
 mod project;
+mod ps;
 mod test;
 mod ui;
 
@@ -82,6 +86,9 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Bootstrap(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Lint(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Down(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Logs(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Ps(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Certs(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Codegen(cmd) => cmd.run(&project::root(), dry_run),
     }
@@ -97,6 +104,9 @@ impl flags::Xtask {
             flags::XtaskCmd::Bootstrap(_) => "bootstrap",
             flags::XtaskCmd::Lint(_) => "lint",
             flags::XtaskCmd::Dev(_) => "dev",
+            flags::XtaskCmd::Down(_) => "down",
+            flags::XtaskCmd::Logs(_) => "logs",
+            flags::XtaskCmd::Ps(_) => "ps",
             flags::XtaskCmd::Certs(c) => match c.subcommand {
                 flags::CertsCmd::Make(_) => "certs",
                 flags::CertsCmd::Status(_) => "status",

@@ -183,19 +183,15 @@ pub struct Health {
     pub path: Spanned<String>,
     /// Seconds between checks.
     #[serde(default = "default_interval")]
-    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub interval_secs: u32,
     /// Seconds one check may take.
     #[serde(default = "default_timeout")]
-    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub timeout_secs: u32,
     /// Failed checks in a row before the service is unhealthy.
     #[serde(default = "default_retries")]
-    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub retries: u32,
     /// Seconds after start during which failures do not count.
     #[serde(default = "default_start_period")]
-    #[expect(dead_code, reason = "read by the local stack (compose health checks)")]
     pub start_period_secs: u32,
 }
 
@@ -215,7 +211,7 @@ fn default_health_path() -> Spanned<String> {
     Spanned::new(0..0, "/health".to_owned())
 }
 fn default_interval() -> u32 {
-    2
+    1
 }
 fn default_timeout() -> u32 {
     3

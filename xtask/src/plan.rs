@@ -52,6 +52,22 @@ pub fn stop_requested() -> Option<i32> {
     }
 }
 
+/// Clear the stop signal and return it, so that clean-up steps (taking a stack down)
+/// can run after an interruption; put it back with [`restore_stop`].
+pub fn take_stop() -> Option<i32> {
+    match STOP_SIGNAL.swap(0, Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// Put back a stop signal taken by [`take_stop`] (unless a new one arrived).
+pub fn restore_stop(sig: Option<i32>) {
+    if let Some(sig) = sig {
+        let _ = STOP_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
 /// The error a command fails with when the user interrupted it.
 #[derive(Debug)]
 pub struct Interrupted;
@@ -131,10 +147,6 @@ impl Step {
         self
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for steps that set variables (compose, cosign)")
-    )]
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Step {
         self.env.push((key.into(), value.into()));
         self

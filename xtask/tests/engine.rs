@@ -209,15 +209,7 @@ fn unrelated_changes_rebuild_no_layer() {
     assert_eq!(before, after, "a change under xtask/ or docs/ changed an image");
 
     // An edit in the agent rebuilds the agent, and no layer of the gateway.
-    let app = root().join("services/agent/src/agent/app.py");
-    let original = std::fs::read_to_string(&app).unwrap();
-    struct Restore(PathBuf, String);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            std::fs::write(&self.0, &self.1).unwrap();
-        }
-    }
-    let _restore = Restore(app.clone(), original.clone());
+    let (app, original, _restore) = edit_agent();
     std::fs::write(&app, format!("{original}\n# engine test edit\n")).unwrap();
     xtask_ok(&["build", "--target", "prod"]);
     assert_eq!(image_id(IMAGES[4]), before[4], "the gateway changed with an agent edit");
@@ -226,6 +218,23 @@ fn unrelated_changes_rebuild_no_layer() {
         before[5],
         "the agent did not change with its own edit"
     );
+}
+
+/// Puts a file of the checkout back as it was, however the test ends.
+struct Restore(PathBuf, String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        std::fs::write(&self.0, &self.1).unwrap();
+    }
+}
+
+/// The agent's app.py, its text, and the guard that restores it: for edit tests.
+fn edit_agent() -> (PathBuf, String, Restore) {
+    let app = root().join("services/agent/src/agent/app.py");
+    let original = std::fs::read_to_string(&app).unwrap();
+    let restore = Restore(app.clone(), original.clone());
+    (app, original, restore)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -534,4 +543,291 @@ fn a_service_without_its_certificates_refuses_to_start_in_one_line() {
             "{image}: {stderr}"
         );
     }
+}
+
+/// A stack of the tests' own: its own compose project name and host ports (a copy of the
+/// manifest), the checkout's images and certificates.
+struct TestStack {
+    name: String,
+    manifest: PathBuf,
+    gateway_port: u16,
+    agent_port: u16,
+}
+
+impl TestStack {
+    fn new(tag: &str) -> TestStack {
+        let dir = scratch(&format!("stack-{tag}"));
+        let base = 20000 + (std::process::id() % 20000) as u16;
+        let (gateway_port, agent_port) = (base, base + 1);
+        let manifest = std::fs::read_to_string(root().join("slipway.toml"))
+            .unwrap()
+            .replace("ports = [8443]", &format!("ports = [{gateway_port}]"))
+            .replace("ports = [9443]", &format!("ports = [{agent_port}]"));
+        std::fs::write(dir.join("slipway.toml"), manifest).unwrap();
+        TestStack {
+            name: format!("slipway-test-{tag}-{}", std::process::id()),
+            manifest: dir.join("slipway.toml"),
+            gateway_port,
+            agent_port,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(args)
+            .env("SLIPWAY_MANIFEST", &self.manifest)
+            .env("SLIPWAY_STACK_NAME", &self.name)
+            // The debugger port of the local target, away from a developer's stack.
+            .env("DEBUGPY_HOST_PORT", (self.agent_port + 1).to_string())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        docker_ok(&["ps", "--all", "--quiet", "--filter", &filter])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn networks(&self) -> Vec<String> {
+        docker_ok(&["network", "ls", "--quiet", "--filter", &format!("name={}", self.name)])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+        let _ = std::fs::remove_dir_all(self.manifest.parent().unwrap());
+    }
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn the_compose_file_and_the_manifest_name_the_same_services() {
+    let _serial = serial();
+    let config = Command::new("docker")
+        .args([
+            "compose",
+            "--file",
+            "compose.yaml",
+            "--file",
+            "compose.local.yaml",
+            "config",
+            "--format",
+            "json",
+        ])
+        .current_dir(root())
+        .env("SLIPWAY_IMAGE_PREFIX", "registry/project")
+        .env("SLIPWAY_TAG", "tag")
+        .env("SLIPWAY_CERTS", "/certs")
+        .output()
+        .unwrap();
+    assert!(config.status.success(), "docker compose config: {}", text(&config));
+    let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+    let mut in_compose: Vec<String> = config["services"].as_object().unwrap().keys().cloned().collect();
+    in_compose.sort();
+    let manifest = std::fs::read_to_string(root().join("slipway.toml")).unwrap();
+    let mut in_manifest: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("[services.")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    in_manifest.sort();
+    assert_eq!(
+        in_compose, in_manifest,
+        "compose.yaml and slipway.toml disagree on the services"
+    );
+    for (name, service) in config["services"].as_object().unwrap() {
+        assert_eq!(
+            service["init"], true,
+            "{name}: init: true, so signals reach the process"
+        );
+        let mounts = service["volumes"].to_string();
+        assert!(
+            mounts.contains("\"target\":\"/certs\"") && mounts.contains("\"read_only\":true"),
+            "{name}: {mounts}"
+        );
+        assert!(service["healthcheck"]["test"].is_array(), "{name} has no health check");
+    }
+    assert_eq!(
+        config["services"]["gateway"]["depends_on"]["agent"]["condition"],
+        "service_healthy"
+    );
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn dev_brings_the_stack_up_healthy_and_down_leaves_nothing() {
+    let _serial = serial();
+    let certs = built();
+    let stack = TestStack::new("up");
+    let out = stack.run(&["dev", "--detach"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("every service is healthy"), "{said}");
+    assert!(
+        said.contains(&format!("https://localhost:{}", stack.gateway_port)),
+        "{said}"
+    );
+
+    // Through the gateway, over mTLS, to the agent.
+    let hello = https_get(stack.gateway_port, "localhost", &certs, None, "/api/hello").unwrap();
+    assert!(hello.contains("hello from the agent"), "{hello}");
+    let direct = https_get(stack.agent_port, "localhost", &certs, None, "/health");
+    assert!(direct.is_err(), "the agent answered without a client certificate");
+
+    // A second `dev` is a no-op that says the stack is healthy.
+    let again = stack.run(&["dev", "--detach"]);
+    assert!(
+        again.status.success() && text(&again).contains("up and healthy already"),
+        "{}",
+        text(&again)
+    );
+    let ps = stack.run(&["ps", "--json"]);
+    let states: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(states.as_array().unwrap().len(), 2, "{states}");
+
+    // A Python edit is served without a restart (local target: reload).
+    let agent = format!("{}-agent-1", stack.name);
+    let started = docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", &agent]);
+    let (app, original, _restore) = edit_agent();
+    std::fs::write(
+        &app,
+        original.replace("hello from the agent", "hello from the edited agent"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = https_get(stack.gateway_port, "localhost", &certs, None, "/api/hello").unwrap_or_default();
+        if answer.contains("hello from the edited agent") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the edit was not served: {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", &agent]),
+        started,
+        "the agent was restarted"
+    );
+
+    let down = stack.run(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(
+        stack.containers().is_empty(),
+        "containers left: {:?}",
+        stack.containers()
+    );
+    assert!(stack.networks().is_empty(), "networks left: {:?}", stack.networks());
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn an_unhealthy_service_is_named_with_its_health_log_and_left_up() {
+    let _serial = serial();
+    built();
+    let stack = TestStack::new("sick");
+    let sick = stack.manifest.with_file_name("sick.yaml");
+    std::fs::write(
+        &sick,
+        "services:\n  agent:\n    healthcheck:\n      test: [\"CMD\", \"python3\", \"-c\", \"print('agent is sick'); raise SystemExit(1)\"]\n      interval: 1s\n      retries: 2\n      start_period: 0s\n",
+    )
+    .unwrap();
+    let out = stack
+        .command(&["dev", "--detach", "--timeout", "60"])
+        .env("SLIPWAY_COMPOSE_FILES", &sick)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("agent") && said.contains("unhealthy"), "{said}");
+    assert!(
+        said.contains("last health checks") && said.contains("agent is sick"),
+        "{said}"
+    );
+    assert!(said.contains("last log lines"), "{said}");
+    assert!(said.contains("cargo xtask down"), "{said}");
+    assert!(
+        !stack.containers().is_empty(),
+        "the stack was not left up for inspection"
+    );
+    let down = stack
+        .command(&["down"])
+        .env("SLIPWAY_COMPOSE_FILES", &sick)
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(stack.containers().is_empty());
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_busy_port_is_reported_before_anything_starts() {
+    let _serial = serial();
+    built();
+    let stack = TestStack::new("busy");
+    let _holder = std::net::TcpListener::bind(("0.0.0.0", stack.gateway_port)).unwrap();
+    let out = stack.run(&["dev", "--detach"]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("port {} (for gateway) is in use by", stack.gateway_port)),
+        "{said}"
+    );
+    assert!(said.contains(&format!("pid {}", std::process::id())), "{said}");
+    assert!(stack.containers().is_empty(), "containers were started");
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn ctrl_c_in_the_foreground_takes_the_stack_down() {
+    let _serial = serial();
+    built();
+    let stack = TestStack::new("fg");
+    let mut child = stack
+        .command(&["dev"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+            all.push_str(&line);
+            if line.contains("streaming the logs") {
+                let _ = tx.send(());
+            }
+            line.clear();
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("dev never got to streaming the logs");
+    assert_eq!(stack.containers().len(), 2);
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        stack.containers().is_empty(),
+        "containers left: {:?}",
+        stack.containers()
+    );
+    assert!(stack.networks().is_empty(), "networks left: {:?}", stack.networks());
 }
