@@ -84,15 +84,15 @@ pub fn build(
         bail!("the Docker engine is not reachable ({err}): {}", docker::START_ENGINE);
     }
     let builder = m.build.builder.as_deref();
-    let buildkit = docker::buildkit_version(builder).ok_or_else(|| {
+    let info = docker::builder_info(builder).ok_or_else(|| {
         anyhow::anyhow!("the buildx builder does not answer: run `docker buildx ls`, then `cargo xtask doctor`")
     })?;
+    let (buildkit, driver) = (info.buildkit, info.driver);
     let linking = if bake::supports_contexts(&buildkit) {
         Linking::Contexts
     } else {
         Linking::Layers
     };
-    let driver = docker::builder_driver(builder).unwrap_or_default();
     if m.build.cache != Cache::None && driver == "docker" {
         bail!(
             "build.cache in {} asks for an exported cache, which the `docker` driver cannot write: create a \
@@ -154,6 +154,28 @@ pub fn build(
         .cwd(&project.root);
         crate::plan::Plan { steps: vec![step] }.execute(mode.dry_run)?;
         return Ok(Vec::new());
+    }
+
+    // Up to date: the same inputs as the last successful build, and its images still
+    // there with the same ids. Then bake has nothing to do, and is not asked.
+    let refs: Vec<String> = all.iter().map(|name| definition.target[name].tags[0].clone()).collect();
+    let stamp_file = build_dir.join(format!("stamp-{target}.json"));
+    let inputs_hash = if mode.dry_run || mode.push {
+        None
+    } else {
+        Some(inputs_hash(
+            project,
+            &definition,
+            &all,
+            &bake_file,
+            inputs.extra_ca.as_deref(),
+        )?)
+    };
+    if let Some(hash) = &inputs_hash
+        && let Some(built) = up_to_date(&stamp_file, hash, &refs)?
+    {
+        ui::note("every image is up to date (same inputs as the last build, same image ids): bake not needed");
+        return Ok(built);
     }
 
     let mut plan = bootstrap::ensure_root_image(project, mode.dry_run)?;
@@ -219,9 +241,108 @@ pub fn build(
         ui::note(&format!("digests in {}", build_dir.join("metadata.json").display()));
     }
     if !problems.is_empty() {
+        let _ = fs::remove_file(&stamp_file);
         bail!("the image policy failed:\n  - {}", problems.join("\n  - "));
     }
+    if let Some(hash) = inputs_hash {
+        let ids = image_ids(&refs)?;
+        let stamp = serde_json::json!({ "inputs": hash, "images": refs.iter().zip(ids).map(|(r, id)| (r.clone(), id.0)).collect::<BTreeMap<_, _>>() });
+        write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
+    }
     Ok(built)
+}
+
+/// SHA-256 over everything a build reads: the bake definition, every file of every
+/// context it sends (staged service contexts, base image directories), the extra CA
+/// bundle, and the root image's id. (The Root CA's fingerprint is in the definition.)
+fn inputs_hash(
+    project: &Project,
+    definition: &bake::Definition,
+    targets: &[String],
+    bake_file: &Path,
+    extra_ca: Option<&Path>,
+) -> Result<String> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&fs::read(bake_file)?);
+    let mut dirs: Vec<PathBuf> = targets
+        .iter()
+        .map(|t| {
+            let c = &definition.target[t].context;
+            if Path::new(c).is_absolute() {
+                PathBuf::from(c)
+            } else {
+                project.root.join(c)
+            }
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let mut files = BTreeMap::new();
+        collect(&dir, Path::new(""), &mut files)?;
+        for (rel, path) in files {
+            ctx.update(rel.to_string_lossy().as_bytes());
+            ctx.update(&[0]);
+            ctx.update(&fs::read(&path)?);
+            use std::os::unix::fs::PermissionsExt;
+            ctx.update(&fs::metadata(&path)?.permissions().mode().to_le_bytes());
+        }
+    }
+    if let Some(extra) = extra_ca {
+        ctx.update(&fs::read(extra)?);
+    }
+    ctx.update(
+        docker::image_id(&bootstrap::root_image(project))
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    Ok(ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Image ids and sizes of `refs`, in one query; a missing image has an empty id.
+fn image_ids(refs: &[String]) -> Result<Vec<(String, u64)>> {
+    let mut args = vec!["image", "inspect", "--format", "{{.Id}} {{.Size}}"];
+    args.extend(refs.iter().map(String::as_str));
+    let ran = docker::step("the images' ids", &args)
+        .output(crate::plan::Output::Capture)
+        .run_unchecked()?;
+    let found: Vec<(String, u64)> = ran
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(id, size)| (id.to_owned(), size.parse().unwrap_or(0)))
+        })
+        .collect();
+    // `image inspect` stops listing at a missing image: fewer lines means one is gone.
+    if found.len() != refs.len() {
+        return Ok(refs.iter().map(|_| (String::new(), 0)).collect());
+    }
+    Ok(found)
+}
+
+/// The images of the last build when `hash` matches its inputs and every image is still
+/// there with the id it had.
+fn up_to_date(stamp_file: &Path, hash: &str, refs: &[String]) -> Result<Option<Vec<Built>>> {
+    let Ok(text) = fs::read_to_string(stamp_file) else {
+        return Ok(None);
+    };
+    let stamp: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if stamp["inputs"].as_str() != Some(hash) {
+        return Ok(None);
+    }
+    let ids = image_ids(refs)?;
+    let mut built = Vec::new();
+    for (reference, (id, size)) in refs.iter().zip(ids) {
+        if id.is_empty() || stamp["images"][reference].as_str() != Some(id.as_str()) {
+            return Ok(None);
+        }
+        built.push(Built {
+            reference: reference.clone(),
+            size,
+        });
+    }
+    Ok(Some(built))
 }
 
 /// The service a bake target builds, if it is a service's (`gateway-prod` -> `gateway`).

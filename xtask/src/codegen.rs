@@ -20,6 +20,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["down"],
     &["logs"],
     &["ps"],
+    &["bench"],
     &["certs"],
     &["certs", "status"],
     &["codegen"],

@@ -67,12 +67,30 @@ pub fn buildx_version() -> Option<String> {
 
 /// The BuildKit version of the current builder (needs the engine).
 pub fn buildkit_version(builder: Option<&str>) -> Option<String> {
+    builder_info(builder).map(|b| b.buildkit)
+}
+
+/// What `docker buildx inspect` says of a builder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderInfo {
+    pub driver: String,
+    pub buildkit: String,
+}
+
+/// The builder's driver and BuildKit version, in one query.
+pub fn builder_info(builder: Option<&str>) -> Option<BuilderInfo> {
     let mut args = vec!["buildx", "inspect"];
     args.extend(builder);
     let ran = query(&args, 20).ok().filter(|r| r.status.success())?;
-    ran.stdout.lines().find_map(|l| {
-        let (key, value) = l.split_once(':')?;
-        matches!(key.trim(), "BuildKit version" | "Buildkit").then(|| value.trim().to_owned())
+    let field = |names: &[&str]| {
+        ran.stdout.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            names.contains(&key.trim()).then(|| value.trim().to_owned())
+        })
+    };
+    Some(BuilderInfo {
+        driver: field(&["Driver"]).unwrap_or_default(),
+        buildkit: field(&["BuildKit version", "Buildkit"])?,
     })
 }
 
@@ -131,16 +149,6 @@ pub fn save_and_scan(reference: &str, prod: bool) -> anyhow::Result<crate::lint:
     step(format!("save {reference}"), &["save", reference])
         .timeout(Duration::from_secs(600))
         .pipe(|out| crate::lint::scan_archive(out, prod))
-}
-
-/// The current builder's driver (`docker`, `docker-container`, ...).
-pub fn builder_driver(builder: Option<&str>) -> Option<String> {
-    let mut args = vec!["buildx", "inspect"];
-    args.extend(builder);
-    let ran = query(&args, 20).ok().filter(|r| r.status.success())?;
-    ran.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Driver:").map(|d| d.trim().to_owned()))
 }
 
 #[cfg(test)]

@@ -92,6 +92,15 @@ xflags::xflags! {
             optional --json
         }
 
+        /// Measure every target of the spec on this machine, each beside its comparison,
+        /// and write docs/benchmarks.md and docs/benchmarks.json. No figure fails it.
+        cmd bench {
+            /// Fewer runs, and no cold build (which clears the images and the build cache).
+            optional --quick
+            /// Print the figures as JSON.
+            optional --json
+        }
+
         /// Make what is missing under `.<brand>/certs/`: the Root CA, a server
         /// certificate per service, the mTLS client certificates. Valid files are kept.
         cmd certs {
@@ -137,6 +146,7 @@ pub enum XtaskCmd {
     Down(Down),
     Logs(Logs),
     Ps(Ps),
+    Bench(Bench),
     Certs(Certs),
     Codegen(Codegen),
 }
@@ -194,6 +204,12 @@ pub struct Logs {
 
 #[derive(Debug)]
 pub struct Ps {
+    pub json: bool,
+}
+
+#[derive(Debug)]
+pub struct Bench {
+    pub quick: bool,
     pub json: bool,
 }
 

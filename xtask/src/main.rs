@@ -5,6 +5,7 @@
 //! `impl flags::Command { fn run(self, ...) }`.
 
 mod bake;
+mod bench;
 mod bootstrap;
 mod build;
 mod certs;
@@ -86,6 +87,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Bootstrap(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Lint(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Bench(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Down(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Logs(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Ps(cmd) => cmd.run(&project::Project::load()?, dry_run),
@@ -104,6 +106,7 @@ impl flags::Xtask {
             flags::XtaskCmd::Bootstrap(_) => "bootstrap",
             flags::XtaskCmd::Lint(_) => "lint",
             flags::XtaskCmd::Dev(_) => "dev",
+            flags::XtaskCmd::Bench(_) => "bench",
             flags::XtaskCmd::Down(_) => "down",
             flags::XtaskCmd::Logs(_) => "logs",
             flags::XtaskCmd::Ps(_) => "ps",

@@ -354,6 +354,8 @@ enum Waited {
 fn wait_group(child: &mut Child, timeout: Option<Duration>) -> Waited {
     let pgid = child.id() as libc::pid_t;
     let started = Instant::now();
+    // Quick children (docker and git queries) are seen at once; long ones cost little.
+    let mut pause = Duration::from_millis(1);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Waited::Exited(status);
@@ -367,7 +369,8 @@ fn wait_group(child: &mut Child, timeout: Option<Duration>) -> Waited {
                 _ => Waited::Interrupted,
             };
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -205,6 +205,11 @@ fn unrelated_changes_rebuild_no_layer() {
         let _ = std::fs::remove_file(m);
     }
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("every image is up to date"),
+        "bake ran for an unrelated change: {}",
+        text(&out)
+    );
     let after: Vec<String> = IMAGES.iter().map(|i| image_id(i)).collect();
     assert_eq!(before, after, "a change under xtask/ or docs/ changed an image");
 

@@ -1,0 +1,723 @@
+//! `cargo xtask bench [--quick] [--json]`: every measured target of the spec, each beside
+//! its comparison in the same run, medians of several runs (hyperfine where a command
+//! can be repeated as is; the tool's own timer where each run needs a fresh edit). Writes
+//! `docs/benchmarks.md` (table, date, machine) and `docs/benchmarks.json`. A benchmark, not
+//! a test: no figure fails the command; the table says which target each meets.
+//!
+//! Method, figure by figure (the code below is the method):
+//! - xtask first build: a fresh `git clone` of HEAD, `cargo build -p xtask` into an empty
+//!   target directory with the dependencies already fetched; floor: an empty binary crate
+//!   built the same way; reference: rust-analyzer's xtask, about 18 s on this machine
+//!   (the spec's figure: its sources cannot be fetched here).
+//! - warm `cargo xtask --help`: hyperfine.
+//! - no-op build of every image vs the same images built one by one with plain
+//!   `docker buildx build` (what a Makefile does), all cached: hyperfine, both.
+//! - one-line change -> prod image: an edit appended to the service's source, then
+//!   `cargo xtask build SERVICE --target prod`; the edit is undone after each run.
+//! - a change under `xtask/` -> build: an untracked file there, then a build; the image ids
+//!   before and after are compared.
+//! - cold build (not with `--quick`): the project's images, the root image and the build
+//!   cache removed, then `cargo xtask build --target prod`, bootstrap included.
+//! - `dev --detach` to healthy with images cached: `down`, then the command, timed.
+//! - edit-to-served: an edit to the running local stack, polled through the gateway
+//!   until the new answer arrives.
+//! - prod sizes (`docker image inspect`), idle RSS (`docker top`, after 5 s idle, the
+//!   processes of the container summed), start-to-healthy (`docker run` of the prod image
+//!   to its first passing health check).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::plan::{Output, Step};
+use crate::{bake, docker, flags, project::Project, ui};
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub name: String,
+    /// Median (seconds, MB or MiB, as `unit` says).
+    pub value: f64,
+    pub unit: String,
+    pub runs: usize,
+    /// What it is measured against, in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<String>,
+    /// The spec's target, in words.
+    pub target: String,
+    /// Whether it meets the target (None: nothing to meet).
+    pub meets: Option<bool>,
+}
+
+fn fig(
+    name: &str,
+    value: f64,
+    unit: &str,
+    runs: usize,
+    comparison: Option<String>,
+    target: &str,
+    meets: Option<bool>,
+) -> Figure {
+    Figure {
+        name: name.into(),
+        value,
+        unit: unit.into(),
+        runs,
+        comparison,
+        target: target.into(),
+        meets,
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Run a shell command line (for hyperfine-style repetition we give hyperfine the line).
+fn sh(name: &str, line: &str, cwd: &Path) -> Result<crate::plan::Ran> {
+    Step::new(name, "sh")
+        .args(["-c", line])
+        .cwd(cwd)
+        .output(Output::Capture)
+        .run()
+}
+
+/// hyperfine's median for each command, run side by side.
+fn hyperfine(cwd: &Path, runs: usize, commands: &[&str]) -> Result<Vec<f64>> {
+    let json = std::env::temp_dir().join(format!("slipway-hyperfine-{}.json", std::process::id()));
+    let mut step = Step::new("hyperfine", "hyperfine")
+        .args([
+            "--warmup",
+            "1",
+            "--runs",
+            &runs.to_string(),
+            "--export-json",
+            &json.display().to_string(),
+            "--style",
+            "basic",
+        ])
+        .cwd(cwd)
+        .output(Output::Capture)
+        .on_fail("hyperfine is Debian's `hyperfine` package");
+    for c in commands {
+        step = step.arg(*c);
+    }
+    step.run()?;
+    let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let _ = std::fs::remove_file(&json);
+    Ok(data["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["median"].as_f64().unwrap_or(f64::NAN))
+        .collect())
+}
+
+/// Time `f` `runs` times; the median in seconds.
+fn timed(runs: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+    let mut xs = Vec::new();
+    for i in 0..runs {
+        crate::plan::check_interrupted()?;
+        let started = Instant::now();
+        f(i)?;
+        xs.push(started.elapsed().as_secs_f64());
+    }
+    Ok(median(xs))
+}
+
+impl flags::Bench {
+    pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
+        if dry_run {
+            println!(
+                "cargo xtask bench measures on this machine and writes docs/benchmarks.md and docs/benchmarks.json"
+            );
+            return Ok(());
+        }
+        if let Err(why) = docker::engine_version() {
+            bail!(
+                "the benchmarks need the Docker engine ({why}): {}",
+                docker::START_ENGINE
+            );
+        }
+        let runs = if self.quick { 3 } else { 5 };
+        let root = &project.root;
+        let xtask = std::env::current_exe()?.display().to_string();
+        let mut figures = Vec::new();
+        let note = |f: &Figure| {
+            ui::note(&format!(
+                "{}: {:.2} {} {}",
+                f.name,
+                f.value,
+                f.unit,
+                f.comparison.clone().unwrap_or_default()
+            ))
+        };
+
+        sh("certificates", &format!("{xtask} certs"), root)?;
+        if !self.quick {
+            ui::step("cold build of every image, bootstrap included");
+            let cold = cold_build(project, &xtask)?;
+            let f = fig(
+                "cold build of every prod image (bootstrap included)",
+                cold,
+                "s",
+                1,
+                None,
+                "(no target)",
+                None,
+            );
+            note(&f);
+            figures.push(f);
+        }
+        sh("warm the images", &format!("{xtask} build --target prod"), root)?;
+        sh("warm the local images", &format!("{xtask} build --target local"), root)?;
+
+        ui::step("the xtask: first build and warm --help");
+        figures.extend(xtask_build(project, if self.quick { 1 } else { 3 })?);
+        let help = hyperfine(root, 10, &["cargo xtask --help"])?[0];
+        figures.push(fig(
+            "warm `cargo xtask --help`",
+            help,
+            "s",
+            10,
+            None,
+            "< 0.2 s",
+            Some(help < 0.2),
+        ));
+        note(figures.last().unwrap());
+
+        ui::step("no-op build of every image vs plain docker build, one by one");
+        let plain = plain_docker_builds(project)?;
+        let script = std::env::temp_dir().join(format!("slipway-plain-build-{}.sh", std::process::id()));
+        std::fs::write(&script, plain.join("\n") + "\n")?;
+        let both = hyperfine(
+            root,
+            runs,
+            &[
+                &format!("{xtask} build --target prod"),
+                &format!("sh {}", script.display()),
+            ],
+        )?;
+        let _ = std::fs::remove_file(&script);
+        let ratio = both[1] / both[0];
+        figures.push(fig(
+            "no-op `cargo xtask build` of every prod image",
+            both[0],
+            "s",
+            runs,
+            Some(format!(
+                "plain `docker build` one by one: {:.2} s ({ratio:.1}x)",
+                both[1]
+            )),
+            "< 3 s and >= 2x faster",
+            Some(both[0] < 3.0 && ratio >= 2.0),
+        ));
+        note(figures.last().unwrap());
+
+        ui::step("one-line changes -> prod image");
+        let gateway_src = root.join("services/gateway/src/main.rs");
+        let rust = edit_and_build(
+            &gateway_src,
+            &format!("{xtask} build gateway --target prod"),
+            root,
+            runs.min(3),
+            "//",
+        )?;
+        figures.push(fig(
+            "one-line change in the Rust service -> prod image",
+            rust,
+            "s",
+            runs.min(3),
+            None,
+            "< 30 s warm",
+            Some(rust < 30.0),
+        ));
+        note(figures.last().unwrap());
+        let agent_src = root.join("services/agent/src/agent/app.py");
+        let python = edit_and_build(
+            &agent_src,
+            &format!("{xtask} build agent --target prod"),
+            root,
+            runs,
+            "#",
+        )?;
+        figures.push(fig(
+            "one-line change in the Python service -> prod image",
+            python,
+            "s",
+            runs,
+            None,
+            "< 5 s",
+            Some(python < 5.0),
+        ));
+        note(figures.last().unwrap());
+
+        ui::step("a change under xtask/ -> build");
+        figures.push(xtask_change(project, &xtask, runs)?);
+        note(figures.last().unwrap());
+
+        ui::step("the local stack");
+        figures.extend(stack_figures(project, &xtask, runs.min(3))?);
+        for f in figures.iter().rev().take(3) {
+            note(f);
+        }
+
+        ui::step("prod images: sizes, idle memory, start to healthy");
+        figures.extend(prod_figures(project, runs.min(3))?);
+
+        let machine = machine_summary();
+        let date = sh("date", "date -u +%Y-%m-%dT%H:%MZ", root)?.stdout.trim().to_owned();
+        let report = serde_json::json!({ "date": date, "machine": machine, "quick": self.quick, "figures": figures });
+        crate::build::write_if_changed(
+            &root.join("docs/benchmarks.json"),
+            &(serde_json::to_string_pretty(&report)? + "\n"),
+        )?;
+        crate::build::write_if_changed(
+            &root.join("docs/benchmarks.md"),
+            &markdown(&figures, &date, &machine, self.quick),
+        )?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", markdown(&figures, &date, &machine, self.quick));
+        }
+        Ok(())
+    }
+}
+
+fn markdown(figures: &[Figure], date: &str, machine: &str, quick: bool) -> String {
+    let mut out = String::from(
+        "<!-- Written by `cargo xtask bench`; the method is in xtask/src/bench.rs. -->\n\n# Benchmarks\n\n",
+    );
+    out.push_str(&format!(
+        "Measured {date} on {machine}{}. Medians of the runs shown; each comparison in the same run.\n\n",
+        if quick { " (`--quick`)" } else { "" }
+    ));
+    out.push_str(
+        "| figure | median | runs | comparison | spec target | meets |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for f in figures {
+        let meets = match f.meets {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        out.push_str(&format!(
+            "| {} | {:.2} {} | {} | {} | {} | {} |\n",
+            f.name,
+            f.value,
+            f.unit,
+            f.runs,
+            f.comparison.clone().unwrap_or_else(|| "-".into()),
+            f.target,
+            meets
+        ));
+    }
+    out
+}
+
+fn machine_summary() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let engine = docker::engine_version().unwrap_or_default();
+    format!("{cores} cores, {mem} memory, Docker Engine {engine}")
+}
+
+/// The first build of the xtask from a fresh clone, beside the floor (an empty crate).
+fn xtask_build(project: &Project, runs: usize) -> Result<Vec<Figure>> {
+    let scratch = std::env::temp_dir().join(format!("slipway-bench-clone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let clone = scratch.join("slipway");
+    sh(
+        "clone",
+        &format!("git clone --quiet {} {}", project.root.display(), clone.display()),
+        &scratch,
+    )?;
+    sh("fetch the dependencies", "cargo fetch --quiet", &clone)?;
+    let first = timed(runs, |i| {
+        let target = scratch.join(format!("target-{i}"));
+        sh(
+            "build the xtask",
+            &format!(
+                "CARGO_TARGET_DIR={} cargo build --quiet --package xtask",
+                target.display()
+            ),
+            &clone,
+        )?;
+        std::fs::remove_dir_all(&target).ok();
+        Ok(())
+    })?;
+    sh("an empty crate", "cargo new --quiet --bin empty", &scratch)?;
+    let floor = timed(runs, |i| {
+        let target = scratch.join(format!("empty-target-{i}"));
+        sh(
+            "build an empty crate",
+            &format!("CARGO_TARGET_DIR={} cargo build --quiet", target.display()),
+            &scratch.join("empty"),
+        )?;
+        std::fs::remove_dir_all(&target).ok();
+        Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(vec![fig(
+        "first build of the xtask (fresh clone, dependencies fetched)",
+        first,
+        "s",
+        runs,
+        Some(format!(
+            "empty binary crate: {floor:.2} s; rust-analyzer's xtask: ~18 s (spec)"
+        )),
+        "no slower than ~18 s",
+        Some(first <= 18.0),
+    )])
+}
+
+/// The same images as `build --target prod`, each with its own plain `docker buildx
+/// build` (the args, secrets and stage bake would use), in dependency order.
+fn plain_docker_builds(project: &Project) -> Result<Vec<String>> {
+    let build_dir = bake::build_dir(&project.state_dir());
+    let text = std::fs::read_to_string(build_dir.join("bake.json")).context("run `cargo xtask build` first")?;
+    let def: serde_json::Value = serde_json::from_str(&text)?;
+    let order = [
+        "os-base",
+        "python-base",
+        "python-builder",
+        "rust-builder",
+        "agent-prod",
+        "gateway-prod",
+    ];
+    let mut lines = Vec::new();
+    for name in order {
+        let t = &def["target"][name];
+        let context = t["context"].as_str().unwrap_or(".");
+        let context = if Path::new(context).is_absolute() {
+            PathBuf::from(context)
+        } else {
+            project.root.join(context)
+        };
+        let dockerfile = project.root.join(t["dockerfile"].as_str().unwrap_or("Dockerfile"));
+        let dockerfile = if t["dockerfile"].as_str() == Some("Dockerfile") {
+            context.join("Dockerfile")
+        } else {
+            dockerfile
+        };
+        let mut line = format!(
+            "docker buildx build --quiet --load --file {} --target {}",
+            dockerfile.display(),
+            t["target"].as_str().unwrap_or("")
+        );
+        for (k, v) in t["args"].as_object().into_iter().flatten() {
+            line.push_str(&format!(" --build-arg {k}={}", v.as_str().unwrap_or("")));
+        }
+        for s in t["secret"].as_array().into_iter().flatten() {
+            line.push_str(&format!(" --secret {}", s.as_str().unwrap_or("")));
+        }
+        if let Some(tag) = t["tags"][0].as_str() {
+            line.push_str(&format!(" --tag {tag}"));
+        }
+        line.push_str(&format!(" {} > /dev/null", context.display()));
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Append a one-line comment to `file`, run `command`, undo the edit: the median time.
+fn edit_and_build(file: &Path, command: &str, root: &Path, runs: usize, comment: &str) -> Result<f64> {
+    let original = std::fs::read_to_string(file)?;
+    let result = timed(runs, |i| {
+        std::fs::write(
+            file,
+            format!("{original}{comment} bench edit {i} {}\n", std::process::id()),
+        )?;
+        sh("build after an edit", command, root).map(|_| ())
+    });
+    std::fs::write(file, &original)?;
+    // Leave the images as the checkout builds them.
+    sh("rebuild as checked out", command, root)?;
+    result
+}
+
+fn image_ids(project: &Project) -> Vec<String> {
+    let m = &project.manifest;
+    let mut refs: Vec<String> = ["os-base", "python-base", "python-builder", "rust-builder"]
+        .iter()
+        .map(|b| bake::base_ref(m, b))
+        .collect();
+    refs.extend(m.services.keys().map(|s| bake::service_ref(m, s.get_ref(), "prod")));
+    refs.iter().map(|r| docker::image_id(r).unwrap_or_default()).collect()
+}
+
+fn xtask_change(project: &Project, xtask: &str, runs: usize) -> Result<Figure> {
+    let before = image_ids(project);
+    let marker = project.root.join("xtask/bench-marker.txt");
+    let took = timed(runs, |i| {
+        std::fs::write(&marker, format!("bench {i}\n"))?;
+        sh(
+            "build after a change under xtask/",
+            &format!("{xtask} build --target prod"),
+            &project.root,
+        )
+        .map(|_| ())
+    });
+    let _ = std::fs::remove_file(&marker);
+    let took = took?;
+    let same = image_ids(project) == before;
+    Ok(fig(
+        "a change under xtask/ -> `cargo xtask build`",
+        took,
+        "s",
+        runs,
+        Some(format!("image ids unchanged: {}", if same { "yes" } else { "NO" })),
+        "a no-op for every image",
+        Some(same),
+    ))
+}
+
+fn cold_build(project: &Project, xtask: &str) -> Result<f64> {
+    let m = &project.manifest;
+    let prefix = format!("{}/{}/", m.registry.get_ref(), m.project.get_ref());
+    let images = sh(
+        "list images",
+        "docker images --format '{{.Repository}}:{{.Tag}}'",
+        &project.root,
+    )?
+    .stdout;
+    let mut doomed: Vec<String> = images
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    doomed.push(crate::bootstrap::root_image(project));
+    sh("take any stack down", &format!("{xtask} down"), &project.root).ok();
+    for image in doomed {
+        let _ = docker::step("remove an image", &["rmi", "--force", &image])
+            .output(Output::Capture)
+            .run_unchecked();
+    }
+    docker::step("clear the build cache", &["builder", "prune", "--all", "--force"])
+        .output(Output::Capture)
+        .run()?;
+    timed(1, |_| {
+        sh("cold build", &format!("{xtask} build --target prod"), &project.root).map(|_| ())
+    })
+}
+
+fn https_status(port: u16, ca: &Path, path: &str) -> String {
+    let line = format!(
+        "curl --silent --max-time 2 --cacert {} https://localhost:{port}{path}",
+        ca.display()
+    );
+    Step::new("curl", "sh")
+        .args(["-c", &line])
+        .output(Output::Capture)
+        .run_unchecked()
+        .map(|r| r.stdout)
+        .unwrap_or_default()
+}
+
+fn stack_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figure>> {
+    let root = &project.root;
+    let ca = project.certs_dir().join(crate::certs::CA_CERT);
+    let gateway_port = project
+        .manifest
+        .services
+        .get("gateway")
+        .and_then(|s| s.ports.first())
+        .map(|p| *p.get_ref())
+        .unwrap_or(8443);
+    let up = timed(runs, |_| {
+        sh("down", &format!("{xtask} down"), root)?;
+        sh("dev --detach", &format!("{xtask} dev --detach --target local"), root).map(|_| ())
+    })?;
+    let mut out = vec![fig(
+        "`cargo xtask dev --detach` to every service healthy (images cached)",
+        up,
+        "s",
+        runs,
+        None,
+        "< 5 s",
+        Some(up < 5.0),
+    )];
+    let edit_served = |file: &Path, from: &str, to: &str, path: &str, want: &str| -> Result<f64> {
+        let original = std::fs::read_to_string(file)?;
+        let result = timed(runs, |i| {
+            let marker = format!("{want}{i}");
+            std::fs::write(file, original.replace(from, &to.replace("{}", &marker)))?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !https_status(gateway_port, &ca, path).contains(&marker) {
+                if Instant::now() > deadline {
+                    bail!("the edit to {} was not served within 120 s", file.display());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        });
+        std::fs::write(file, &original)?;
+        result
+    };
+    let python = edit_served(
+        &root.join("services/agent/src/agent/app.py"),
+        "GREETING = \"hello from the agent\"",
+        "GREETING = \"hello {}\"",
+        "/api/hello",
+        "bench-python-",
+    )?;
+    out.push(fig(
+        "edit-to-served, Python (local stack, reload)",
+        python,
+        "s",
+        runs,
+        None,
+        "(no target)",
+        None,
+    ));
+    let rust = edit_served(
+        &root.join("services/gateway/src/main.rs"),
+        "\"no route for {method} {path}\"",
+        "\"{} no route for {method} {path}\"",
+        "/bench-probe",
+        "bench-rust-",
+    )?;
+    out.push(fig(
+        "edit-to-served, Rust (local stack, incremental rebuild + restart)",
+        rust,
+        "s",
+        runs,
+        None,
+        "(no target)",
+        None,
+    ));
+    sh("down", &format!("{xtask} down"), root)?;
+    Ok(out)
+}
+
+fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
+    let m = &project.manifest;
+    let mut out = Vec::new();
+    let limits = [("gateway", 25.0, 20.0), ("agent", 130.0, 80.0)];
+    let certs = project.certs_dir();
+    let network = format!("slipway-bench-{}", std::process::id());
+    docker::step("network", &["network", "create", &network])
+        .output(Output::Capture)
+        .run()?;
+    let result = (|| -> Result<()> {
+        for (service, size_limit, rss_limit) in limits {
+            let reference = bake::service_ref(m, service, "prod");
+            let size = docker::inspect_image(&reference)?["Size"].as_f64().unwrap_or(0.0) / 1e6;
+            out.push(fig(
+                &format!("{service} prod image size"),
+                size,
+                "MB",
+                1,
+                None,
+                &format!("< {size_limit} MB"),
+                Some(size < size_limit),
+            ));
+            let mut healthy = Vec::new();
+            let mut rss = Vec::new();
+            for i in 0..runs {
+                let name = format!("{network}-{service}-{i}");
+                let mount = format!("{}:/certs:ro", certs.display());
+                // SAFETY: getuid/getgid cannot fail. The host user reads the 0600 keys.
+                let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+                let started = Instant::now();
+                docker::step(
+                    "run",
+                    &[
+                        "run",
+                        "--detach",
+                        "--name",
+                        &name,
+                        "--network",
+                        &network,
+                        "--network-alias",
+                        service,
+                        "--user",
+                        &user,
+                        "--volume",
+                        &mount,
+                        &reference,
+                    ],
+                )
+                .output(Output::Capture)
+                .run()?;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let status = docker::step("health", &["inspect", "--format", "{{.State.Health.Status}}", &name])
+                        .output(Output::Capture)
+                        .run()?
+                        .stdout;
+                    if status.trim() == "healthy" {
+                        healthy.push(started.elapsed().as_secs_f64());
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("{service} did not become healthy in 60 s");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                std::thread::sleep(Duration::from_secs(5));
+                let top = docker::step("top", &["top", &name, "-o", "pid,rss"])
+                    .output(Output::Capture)
+                    .run()?
+                    .stdout;
+                let kib: f64 = top
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                    .sum();
+                rss.push(kib / 1024.0);
+                let _ = docker::step("remove", &["rm", "--force", &name])
+                    .output(Output::Capture)
+                    .run();
+            }
+            let h = median(healthy);
+            out.push(fig(
+                &format!("{service}: `docker run` of the prod image to healthy"),
+                h,
+                "s",
+                runs,
+                None,
+                "(no target)",
+                None,
+            ));
+            let r = median(rss);
+            out.push(fig(
+                &format!("{service} idle RSS (prod, 5 s after healthy)"),
+                r,
+                "MiB",
+                runs,
+                None,
+                &format!("< {rss_limit} MB"),
+                Some(r < rss_limit),
+            ));
+        }
+        Ok(())
+    })();
+    let _ = docker::step("network", &["network", "rm", &network])
+        .output(Output::Capture)
+        .run();
+    result?;
+    Ok(out)
+}
