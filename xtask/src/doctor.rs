@@ -129,10 +129,16 @@ pub fn checks() -> Vec<Check> {
         ));
         if engine.is_ok() {
             out.push(match docker::buildkit_version(None) {
+                Some(v) if crate::bake::supports_contexts(&v) => check(
+                    "buildkit",
+                    Status::Ok,
+                    format!("BuildKit {v}: secret and cache mounts, named contexts (one bake)"),
+                    None,
+                ),
                 Some(v) => check(
                     "buildkit",
                     Status::Ok,
-                    format!("BuildKit {v}: secret and cache mounts supported"),
+                    format!("BuildKit {v}: secret and cache mounts; no named contexts, so `build` bakes in layers"),
                     None,
                 ),
                 None => check(
