@@ -279,14 +279,14 @@ fn print_endpoints(project: &Project, states: &[ServiceState]) {
             continue;
         };
         let health = service.health.path.get_ref();
-        let needs_client = project.manifest.certs.mtls.iter().any(|p| p.server.get_ref() == name);
-        let client = if needs_client {
-            format!(
-                " --cert {0}/gateway-client.crt --key {0}/gateway-client.key",
-                certs.display()
-            )
-        } else {
-            String::new()
+        // A server that requires client certificates is called with one of its clients'.
+        let client = match project.manifest.certs.mtls.iter().find(|p| p.server.get_ref() == name) {
+            Some(pair) => format!(
+                " --cert {0}/{1}-client.crt --key {0}/{1}-client.key",
+                certs.display(),
+                pair.client.get_ref()
+            ),
+            None => String::new(),
         };
         println!("{name:<10} https://localhost:{port}  ({})", published.join(", "));
         println!(
