@@ -159,7 +159,12 @@ pub fn build(
     // Up to date: the same inputs as the last successful build, and its images still
     // there with the same ids. Then bake has nothing to do, and is not asked.
     let refs: Vec<String> = all.iter().map(|name| definition.target[name].tags[0].clone()).collect();
-    let stamp_file = build_dir.join(format!("stamp-{target}.json"));
+    // One stamp per selection: `build python-base` must not stand for `build --target prod`.
+    let selection: String = ring::digest::digest(&ring::digest::SHA256, all.join(",").as_bytes()).as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stamp_file = build_dir.join(format!("stamp-{target}-{selection}.json"));
     let inputs_hash = if mode.dry_run || mode.push {
         None
     } else {
