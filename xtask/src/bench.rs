@@ -580,40 +580,56 @@ fn stack_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figu
         std::fs::write(file, &original)?;
         result
     };
-    let python = edit_served(
-        &root.join("services/agent/src/agent/app.py"),
-        "GREETING = \"hello from the agent\"",
-        "GREETING = \"hello {}\"",
-        "/api/hello",
-        "bench-python-",
-    )?;
-    out.push(fig(
-        "edit-to-served, Python (local stack, reload)",
-        python,
-        "s",
-        runs,
-        None,
-        "(no target)",
-        None,
-    ));
-    let rust = edit_served(
-        &root.join("services/gateway/src/main.rs"),
-        "\"no route for {method} {path}\"",
-        "\"{} no route for {method} {path}\"",
-        "/bench-probe",
-        "bench-rust-",
-    )?;
-    out.push(fig(
-        "edit-to-served, Rust (local stack, incremental rebuild + restart)",
-        rust,
-        "s",
-        runs,
-        None,
-        "(no target)",
-        None,
-    ));
+    // The stack comes down whatever the edits do.
+    let edits = (|| -> Result<()> {
+        let python = edit_served(
+            &root.join("services/agent/src/agent/app.py"),
+            "GREETING = \"hello from the agent\"",
+            "GREETING = \"hello {}\"",
+            "/api/hello",
+            "bench-python-",
+        )?;
+        out.push(fig(
+            "edit-to-served, Python (local stack, reload)",
+            python,
+            "s",
+            runs,
+            None,
+            "(no target)",
+            None,
+        ));
+        let rust = edit_served(
+            &root.join("services/gateway/src/main.rs"),
+            "\"no route for {method} {path}\"",
+            "\"{} no route for {method} {path}\"",
+            "/bench-probe",
+            "bench-rust-",
+        )?;
+        out.push(fig(
+            "edit-to-served, Rust (local stack, incremental rebuild + restart)",
+            rust,
+            "s",
+            runs,
+            None,
+            "(no target)",
+            None,
+        ));
+        Ok(())
+    })();
     sh("down", &format!("{xtask} down"), root)?;
+    edits?;
     Ok(out)
+}
+
+/// A container removed however the measurement ends.
+struct Removed(String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = docker::step("remove", &["rm", "--force", &self.0])
+            .output(Output::Capture)
+            .run();
+    }
 }
 
 fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
@@ -642,6 +658,7 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
             let mut rss = Vec::new();
             for i in 0..runs {
                 let name = format!("{network}-{service}-{i}");
+                let _remove = Removed(name.clone());
                 let mount = format!("{}:/certs:ro", certs.display());
                 // SAFETY: getuid/getgid cannot fail. The host user reads the 0600 keys.
                 let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
@@ -692,9 +709,6 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
                     .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
                     .sum();
                 rss.push(kib / 1024.0);
-                let _ = docker::step("remove", &["rm", "--force", &name])
-                    .output(Output::Capture)
-                    .run();
             }
             let h = median(healthy);
             out.push(fig(
