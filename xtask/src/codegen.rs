@@ -20,6 +20,8 @@ pub const COMMANDS: &[&[&str]] = &[
     &["down"],
     &["logs"],
     &["ps"],
+    &["ci", "matrix"],
+    &["scan"],
     &["bench"],
     &["certs"],
     &["certs", "status"],

@@ -3,6 +3,8 @@
 
 #![allow(unreachable_pub)]
 
+use std::path::PathBuf;
+
 xflags::xflags! {
     src "./src/flags.rs"
 
@@ -92,6 +94,29 @@ xflags::xflags! {
             optional --json
         }
 
+        /// Continuous integration: what to build, as CI runs it.
+        cmd ci {
+            /// The jobs (service x target x platform) as a GitHub Actions matrix.
+            cmd matrix {
+                /// Only the images whose inputs changed since this revision (from its
+                /// merge base with HEAD); a docs-only change gives no job.
+                optional --since rev: String
+                /// Print `{"include": [...]}` for a workflow's `strategy.matrix`.
+                optional --json
+            }
+        }
+
+        /// Scan the built images with Trivy: Critical or High blocks the push, Medium
+        /// warns, Low is recorded (seed 002's policy).
+        cmd scan {
+            /// Services to scan (default: every service).
+            repeated names: String
+            /// The stage to scan: local, dev or prod (default: prod).
+            optional --target target: String
+            /// Judge this Trivy JSON report instead of running Trivy.
+            optional --report file: PathBuf
+        }
+
         /// Measure every target of the spec on this machine, each beside its comparison,
         /// and write docs/benchmarks.md and docs/benchmarks.json. No figure fails it.
         cmd bench {
@@ -146,6 +171,8 @@ pub enum XtaskCmd {
     Down(Down),
     Logs(Logs),
     Ps(Ps),
+    Ci(Ci),
+    Scan(Scan),
     Bench(Bench),
     Certs(Certs),
     Codegen(Codegen),
@@ -205,6 +232,30 @@ pub struct Logs {
 #[derive(Debug)]
 pub struct Ps {
     pub json: bool,
+}
+
+#[derive(Debug)]
+pub struct Ci {
+    pub subcommand: CiCmd,
+}
+
+#[derive(Debug)]
+pub enum CiCmd {
+    Matrix(Matrix),
+}
+
+#[derive(Debug)]
+pub struct Matrix {
+    pub since: Option<String>,
+    pub json: bool,
+}
+
+#[derive(Debug)]
+pub struct Scan {
+    pub names: Vec<String>,
+
+    pub target: Option<String>,
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug)]

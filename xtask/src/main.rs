@@ -9,6 +9,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod certs;
+mod ci;
 mod codegen;
 mod compose;
 mod dev;
@@ -24,6 +25,7 @@ mod plan;
 mod ports;
 mod project;
 mod ps;
+mod scan;
 mod test;
 mod ui;
 
@@ -87,6 +89,8 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Bootstrap(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Lint(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Ci(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Scan(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Bench(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Down(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Logs(cmd) => cmd.run(&project::Project::load()?, dry_run),
@@ -106,6 +110,8 @@ impl flags::Xtask {
             flags::XtaskCmd::Bootstrap(_) => "bootstrap",
             flags::XtaskCmd::Lint(_) => "lint",
             flags::XtaskCmd::Dev(_) => "dev",
+            flags::XtaskCmd::Ci(_) => "ci",
+            flags::XtaskCmd::Scan(_) => "scan",
             flags::XtaskCmd::Bench(_) => "bench",
             flags::XtaskCmd::Down(_) => "down",
             flags::XtaskCmd::Logs(_) => "logs",

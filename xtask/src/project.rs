@@ -53,12 +53,16 @@ pub struct Project {
     pub manifest: Manifest,
 }
 
-/// The repository root: the parent of the `xtask/` crate.
+/// The repository root: the parent of the `xtask/` crate, or `SLIPWAY_ROOT` (another
+/// checkout of the same project, such as a scratch clone in a test).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
+    match std::env::var_os("SLIPWAY_ROOT").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives in the workspace")
+            .to_owned(),
+    }
 }
 
 impl Project {

@@ -299,3 +299,135 @@ fn doctor_with_the_engine_up_finds_the_plugins() {
     assert_eq!(status("certs"), "warn");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn ci_matrix_takes_only_the_affected_images() {
+    let dir = scratch("matrix");
+    let clone = dir.join("repo");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=Slipway test", "-c", "user.email=test@slipway.invalid"])
+            .args(args)
+            .current_dir(&clone)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    };
+    let out = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(root)
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let commit_edit = |file: &str| {
+        let path = clone.join(file);
+        let mut content = std::fs::read_to_string(&path).unwrap();
+        content.push_str("\n# an edit\n");
+        std::fs::write(&path, content).unwrap();
+        git(&["commit", "--quiet", "--all", "--message", &format!("edit {file}")]);
+    };
+    let matrix = |since: &str| -> Vec<String> {
+        let out = xtask()
+            .args(["ci", "matrix", "--since", since, "--json"])
+            .env("SLIPWAY_ROOT", &clone)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        value["include"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    commit_edit("services/agent/src/agent/app.py");
+    assert_eq!(
+        matrix("HEAD~1"),
+        [
+            "agent-local-linux-amd64",
+            "agent-dev-linux-amd64",
+            "agent-prod-linux-amd64"
+        ]
+    );
+    commit_edit("docs/README.md");
+    assert!(matrix("HEAD~1").is_empty(), "a docs-only change gave jobs");
+    commit_edit("images/os-base/Dockerfile");
+    assert_eq!(matrix("HEAD~1").len(), 6, "a base image change affects every service");
+    // Across all three commits: both services.
+    assert_eq!(matrix("HEAD~3").len(), 6);
+    // The full matrix, with no --since.
+    let out = xtask()
+        .args(["ci", "matrix", "--json"])
+        .env("SLIPWAY_ROOT", &clone)
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["include"].as_array().unwrap().len(), 6);
+    let out = xtask()
+        .args(["ci", "matrix", "--since", "no-such-rev"])
+        .env("SLIPWAY_ROOT", &clone)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no-such-rev") && text(&out).contains("fetch-depth"),
+        "{}",
+        text(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scan_judges_a_trivy_report_and_says_when_trivy_is_missing() {
+    let dir = scratch("scan");
+    let report = dir.join("report.json");
+    let write = |severity: &str| {
+        let json = serde_json::json!({"SchemaVersion": 2, "Results": [{"Target": "debian 13", "Vulnerabilities": [
+            {"VulnerabilityID": "CVE-2026-0001", "PkgName": "libssl3t64", "InstalledVersion": "3.5.1-1", "FixedVersion": "3.5.1-2", "Severity": severity}
+        ]}]});
+        std::fs::write(&report, json.to_string()).unwrap();
+    };
+    let scan = || {
+        xtask()
+            .args(["scan", "--report"])
+            .arg(&report)
+            .env("SLIPWAY_STATE_DIR", dir.join("state"))
+            .output()
+            .unwrap()
+    };
+    write("HIGH");
+    let out = scan();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("CVE-2026-0001") && text(&out).contains("push is blocked"),
+        "{}",
+        text(&out)
+    );
+    write("MEDIUM");
+    let out = scan();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1 medium"), "{}", text(&out));
+    // No Trivy on PATH: the command says so and how to go on.
+    let empty = dir.join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let git_dir = Command::new("sh")
+        .args(["-c", "dirname $(command -v git)"])
+        .output()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        empty.display(),
+        String::from_utf8_lossy(&git_dir.stdout).trim()
+    );
+    let out = xtask().arg("scan").env("PATH", path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("Trivy is not installed") && text(&out).contains("--report"),
+        "{}",
+        text(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
