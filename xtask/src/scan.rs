@@ -103,24 +103,14 @@ fn judge(project: &Project, reference: &str, report: &serde_json::Value) -> Resu
     } else {
         ui::warn(&line)
     }
-    for f in &verdict.blocked {
-        ui::note(&format!(
-            "  BLOCKS {} {} {} -> {} ({})",
-            f.id,
-            f.package,
-            f.installed,
-            if f.fixed.is_empty() { "no fix yet" } else { &f.fixed },
-            f.severity
-        ));
-    }
-    for f in &verdict.warned {
-        ui::note(&format!(
-            "  warn   {} {} {} -> {}",
-            f.id,
-            f.package,
-            f.installed,
-            if f.fixed.is_empty() { "no fix yet" } else { &f.fixed }
-        ));
+    for (label, list) in [("BLOCKS", &verdict.blocked), ("warn  ", &verdict.warned)] {
+        for f in list {
+            let fixed = if f.fixed.is_empty() { "no fix yet" } else { &f.fixed };
+            ui::note(&format!(
+                "  {label} {} {} {} -> {fixed} ({})",
+                f.id, f.package, f.installed, f.severity
+            ));
+        }
     }
     Ok(verdict)
 }
