@@ -18,10 +18,7 @@ use crate::{bootstrap, certs, docker, flags, git, lint, project::Project, ui};
 
 impl flags::Build {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
-        let target = self.target.clone().unwrap_or_else(|| "prod".into());
-        if !TARGETS.contains(&target.as_str()) {
-            bail!("unknown target `{target}`: use local, dev or prod");
-        }
+        let target = crate::manifest::target(self.target.as_deref(), "prod")?;
         let platforms = self
             .platform
             .as_ref()

@@ -75,9 +75,7 @@ impl flags::Codegen {
             if self.check || dry_run {
                 continue;
             }
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, &file.text)?;
-            std::fs::rename(&tmp, &path)?;
+            crate::build::write_if_changed(&path, &file.text)?;
             ui::note(&format!("wrote {}", file.path));
         }
         if self.check && !stale.is_empty() {

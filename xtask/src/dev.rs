@@ -11,16 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::compose::{ServiceState, Stack};
-use crate::manifest::TARGETS;
 use crate::plan;
 use crate::{build, certs, flags, ports, project::Project, ui};
 
 impl flags::Dev {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
-        let target = self.target.clone().unwrap_or_else(|| "local".into());
-        if !TARGETS.contains(&target.as_str()) {
-            bail!("unknown target `{target}`: use local, dev or prod");
-        }
+        let target = crate::manifest::target(self.target.as_deref(), "local")?;
         let timeout = Duration::from_secs(self.timeout.unwrap_or(120));
         let stack = Stack::new(project, Some(&target))?;
         let services: Vec<String> = project.manifest.services.keys().map(|k| k.get_ref().clone()).collect();

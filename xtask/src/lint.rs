@@ -477,22 +477,11 @@ impl<R: Read> TarReader<R> {
 
 impl flags::Lint {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
-        let target = self.target.clone().unwrap_or_else(|| "prod".into());
-        if !crate::manifest::TARGETS.contains(&target.as_str()) {
-            anyhow::bail!("unknown target `{target}`: use local, dev or prod");
-        }
+        let target = crate::manifest::target(self.target.as_deref(), "prod")?;
         let m = &project.manifest;
-        let names: Vec<String> = if self.names.is_empty() {
-            m.services.keys().map(|k| k.get_ref().clone()).collect()
-        } else {
-            self.names.clone()
-        };
         let mut violations = Vec::new();
-        for name in &names {
-            let (_, service) = m
-                .services
-                .get_key_value(name.as_str())
-                .ok_or_else(|| anyhow::anyhow!("no service named `{name}` in {}", project.manifest_path.display()))?;
+        for name in &m.service_names(&self.names)? {
+            let service = &m.services[name.as_str()];
             let file = project.root.join(service.path.get_ref()).join("Dockerfile");
             let reference = crate::bake::service_ref(m, name, &target);
             if dry_run {

@@ -13,10 +13,7 @@ impl flags::Logs {
             args.push("--follow");
         }
         if let Some(service) = &self.service {
-            if !project.manifest.services.contains_key(service.as_str()) {
-                let names: Vec<&str> = project.manifest.services.keys().map(|k| k.get_ref().as_str()).collect();
-                anyhow::bail!("no service named `{service}`: the services are {}", names.join(", "));
-            }
+            project.manifest.service_names(std::slice::from_ref(service))?;
             args.push(service);
         }
         crate::plan::Plan {

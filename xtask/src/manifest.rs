@@ -238,6 +238,16 @@ pub struct Targets {
 /// The names of the build targets.
 pub const TARGETS: [&str; 3] = ["local", "dev", "prod"];
 
+/// The target a `--target` flag names, or `default` without one; any other name is an
+/// error that lists the targets.
+pub fn target(flag: Option<&str>, default: &str) -> anyhow::Result<String> {
+    let target = flag.unwrap_or(default);
+    if !TARGETS.contains(&target) {
+        anyhow::bail!("unknown target `{target}`: use local, dev or prod");
+    }
+    Ok(target.to_owned())
+}
+
 /// A build target's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -592,6 +602,20 @@ impl Manifest {
         }
     }
 
+    /// `names` checked against the services, or every service when `names` is empty.
+    pub fn service_names(&self, names: &[String]) -> anyhow::Result<Vec<String>> {
+        if names.is_empty() {
+            return Ok(self.services.keys().map(|k| k.get_ref().clone()).collect());
+        }
+        for name in names {
+            if !self.services.contains_key(name.as_str()) {
+                let known: Vec<&str> = self.services.keys().map(|k| k.get_ref().as_str()).collect();
+                anyhow::bail!("no service named `{name}`: the services are {}", known.join(", "));
+            }
+        }
+        Ok(names.to_vec())
+    }
+
     /// The brand, as a plain string.
     pub fn brand(&self) -> &str {
         self.brand.get_ref()
@@ -803,6 +827,21 @@ server = "agent"
             found.iter().any(|p| p.starts_with("19:10: no service named `agnet`")),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn targets_and_service_names_are_checked_in_one_place() {
+        assert_eq!(target(None, "prod").unwrap(), "prod");
+        assert_eq!(target(Some("local"), "prod").unwrap(), "local");
+        assert_eq!(
+            target(Some("staging"), "prod").unwrap_err().to_string(),
+            "unknown target `staging`: use local, dev or prod"
+        );
+        let m = Manifest::parse(GOOD, Path::new("slipway.toml")).unwrap();
+        assert_eq!(m.service_names(&[]).unwrap(), ["agent", "gateway"]);
+        assert_eq!(m.service_names(&["gateway".into()]).unwrap(), ["gateway"]);
+        let err = m.service_names(&["gatewy".into()]).unwrap_err().to_string();
+        assert_eq!(err, "no service named `gatewy`: the services are agent, gateway");
     }
 
     #[test]

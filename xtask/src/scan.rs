@@ -130,19 +130,9 @@ impl flags::Scan {
             let verdict = judge(project, &name, &value)?;
             return finish(&[verdict]);
         }
-        let target = self.target.clone().unwrap_or_else(|| "prod".into());
+        let target = crate::manifest::target(self.target.as_deref(), "prod")?;
         let m = &project.manifest;
-        let names: Vec<String> = if self.names.is_empty() {
-            m.services.keys().map(|k| k.get_ref().clone()).collect()
-        } else {
-            self.names.clone()
-        };
-        for name in &names {
-            if !m.services.contains_key(name.as_str()) {
-                let known: Vec<&str> = m.services.keys().map(|k| k.get_ref().as_str()).collect();
-                bail!("no service named `{name}`: the services are {}", known.join(", "));
-            }
-        }
+        let names = m.service_names(&self.names)?;
         if crate::plan::find_program("trivy").is_none() {
             bail!(
                 "Trivy is not installed, so nothing can be scanned: install it (Aqua Security publishes \
