@@ -269,6 +269,38 @@ async fn forward(req: Request<Incoming>, config: &Config) -> Response<Body> {
     }
 }
 
+/// One HTTP/1 request over TLS to `host:port` (`host` is also the name the server's
+/// certificate must carry): connect, handshake, send, read the whole answer.
+async fn https(
+    client: Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Option<hyper::header::HeaderValue>, Bytes), String> {
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let ctype = response.headers().get("content-type").cloned();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, ctype, bytes))
+}
+
 /// One request to the agent over mTLS (a new connection each time: simple, and the agent
 /// sees the client certificate on every call).
 async fn call_agent(
@@ -278,38 +310,15 @@ async fn call_agent(
     content_type: Option<hyper::header::HeaderValue>,
     body: Bytes,
 ) -> Result<(StatusCode, Option<hyper::header::HeaderValue>, Bytes), String> {
-    let work = async {
-        let tcp = TcpStream::connect((config.agent_host.as_str(), config.agent_port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let name = rustls_pki_types::ServerName::try_from(config.agent_host.clone()).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(config.client.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header("host", format!("{}:{}", config.agent_host, config.agent_port));
-        if let Some(ctype) = content_type {
-            request = request.header("content-type", ctype);
-        }
-        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let ctype = response.headers().get("content-type").cloned();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, ctype, bytes))
-    };
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header("host", format!("{}:{}", config.agent_host, config.agent_port));
+    if let Some(ctype) = content_type {
+        request = request.header("content-type", ctype);
+    }
+    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let work = https(config.client.clone(), &config.agent_host, config.agent_port, request);
     tokio::time::timeout(Duration::from_secs(5), work)
         .await
         .map_err(|_| "timed out after 5 s".to_owned())?
@@ -333,30 +342,11 @@ fn healthcheck() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let work = async {
-            let tcp = TcpStream::connect(("127.0.0.1", listen.port()))
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let name = rustls_pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(client)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
             let request = Request::get("/health")
                 .header("host", "127.0.0.1")
                 .body(Full::new(Bytes::new()))
                 .map_err(|e| e.to_string())?;
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
+            let (status, _, body) = https(client, "127.0.0.1", listen.port(), request).await?;
             println!("{}", String::from_utf8_lossy(&body));
             if status == StatusCode::OK {
                 Ok(())
