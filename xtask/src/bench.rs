@@ -621,17 +621,6 @@ fn stack_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figu
     Ok(out)
 }
 
-/// A container removed however the measurement ends.
-struct Removed(String);
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = docker::step("remove", &["rm", "--force", &self.0])
-            .output(Output::Capture)
-            .run();
-    }
-}
-
 fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
     let m = &project.manifest;
     let mut out = Vec::new();
@@ -658,30 +647,14 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
             let mut rss = Vec::new();
             for i in 0..runs {
                 let name = format!("{network}-{service}-{i}");
-                let _remove = Removed(name.clone());
-                let mount = format!("{}:/certs:ro", certs.display());
-                // SAFETY: getuid/getgid cannot fail. The host user reads the 0600 keys.
-                let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+                let _remove = docker::Removed(name.clone());
                 let started = Instant::now();
-                docker::step(
-                    "run",
-                    &[
-                        "run",
-                        "--detach",
-                        "--name",
-                        &name,
-                        "--network",
-                        &network,
-                        "--network-alias",
-                        service,
-                        "--user",
-                        &user,
-                        "--volume",
-                        &mount,
-                        &reference,
-                    ],
+                docker::run_with_certs(
+                    &name,
+                    &certs,
+                    &["--network", &network, "--network-alias", service],
+                    &reference,
                 )
-                .output(Output::Capture)
                 .run()?;
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {

@@ -53,10 +53,18 @@ pub struct Mode {
 }
 
 /// An image `build` made.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Built {
+    /// Its first tag: `{registry}/{project}/{name}:{version}[-target]`.
     pub reference: String,
+    /// Every tag bake gave it (seed 002's rules).
+    pub tags: Vec<String>,
     pub size: u64,
+    /// With `--push`: the digest of the manifest pushed, from bake's metadata file.
+    pub digest: Option<String>,
+    /// With `--push`: the digest of its configuration, which is the image id of the same
+    /// image in the local store.
+    pub config_digest: Option<String>,
 }
 
 /// Build `names` (every service when empty) at `target`; returns what was built (nothing
@@ -174,19 +182,26 @@ pub fn build(
         )?)
     };
     if let Some(hash) = &inputs_hash
-        && let Some(built) = up_to_date(&stamp_file, hash, &refs)?
+        && let Some(mut built) = up_to_date(&stamp_file, hash, &refs)?
     {
+        for (image, name) in built.iter_mut().zip(&all) {
+            image.tags = definition.target[name].tags.clone();
+        }
         ui::note("every image is up to date (same inputs as the last build, same image ids): bake not needed");
         return Ok(built);
     }
 
     let mut plan = bootstrap::ensure_root_image(project, mode.dry_run)?;
-    let batches = match linking {
-        Linking::Contexts => vec![all.clone()],
-        Linking::Layers => layers.clone(),
+    // With --push, the images asked for are pushed; the bases they need are loaded
+    // (layers) or built as their named contexts (one bake).
+    let batches = match (linking, mode.push) {
+        (Linking::Contexts, false) => vec![all.clone()],
+        (Linking::Contexts, true) => vec![layers.last().cloned().unwrap_or_default()],
+        (Linking::Layers, _) => layers.clone(),
     };
     let mut metadata_files = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
+        let push = mode.push && i + 1 == batches.len();
         let meta = build_dir.join(format!("metadata-{i}.json"));
         let mut args: Vec<String> = vec!["buildx".into(), "bake".into()];
         if let Some(b) = builder {
@@ -194,7 +209,7 @@ pub fn build(
         }
         args.extend(["--file".into(), bake_file.display().to_string()]);
         args.extend(["--metadata-file".into(), meta.display().to_string()]);
-        args.push(if mode.push { "--push".into() } else { "--load".into() });
+        args.push(if push { "--push".into() } else { "--load".into() });
         args.extend(batch.iter().cloned());
         let what = if linking == Linking::Layers {
             format!("bake layer {}: {}", i + 1, batch.join(", "))
@@ -204,7 +219,16 @@ pub fn build(
         plan.push(
             docker::step(what, &args.iter().map(String::as_str).collect::<Vec<_>>())
                 .cwd(&project.root)
-                .on_fail("the build output above names the failing step; `cargo xtask doctor` checks the engine"),
+                .on_fail(if push {
+                    format!(
+                        "the output above names the failing step; a push needs the registry {} up and reachable, \
+                         and `docker login {}` where it asks for credentials",
+                        m.registry.get_ref(),
+                        m.registry.get_ref()
+                    )
+                } else {
+                    "the build output above names the failing step; `cargo xtask doctor` checks the engine".to_owned()
+                }),
         );
         metadata_files.push(meta);
     }
@@ -222,10 +246,42 @@ pub fn build(
     let metadata = merge_metadata(&metadata_files, &build_dir.join("metadata.json"))?;
     let mut built = Vec::new();
     let mut problems = Vec::new();
+    let pushed: Vec<&String> = if mode.push {
+        batches.last().into_iter().flatten().collect()
+    } else {
+        Vec::new()
+    };
     for name in &all {
         let t = &definition.target[name];
         let reference = t.tags[0].clone();
-        let config = docker::inspect_image(&reference)?;
+        let entry = metadata.get(name.as_str());
+        let (digest, config_digest) = if pushed.contains(&name) {
+            let digest = meta_field(entry, "containerimage.digest").ok_or_else(|| {
+                anyhow::anyhow!(
+                    "bake pushed {reference} but its metadata file names no digest (containerimage.digest): \
+                     nothing can be signed by digest; check `docker buildx version`"
+                )
+            })?;
+            (Some(digest), meta_field(entry, "containerimage.config.digest"))
+        } else {
+            (None, None)
+        };
+        // A builder that pushes without loading (docker-container) leaves nothing to
+        // inspect: the policy was checked on the loaded image before the push.
+        let config = match docker::inspect_image(&reference) {
+            Ok(config) => config,
+            Err(_) if digest.is_some() => {
+                built.push(Built {
+                    reference,
+                    tags: t.tags.clone(),
+                    digest,
+                    config_digest,
+                    ..Built::default()
+                });
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let size = config["Size"].as_u64().unwrap_or(0);
         if let Some(service) = service_of(m, name) {
             let dockerfile = project.root.join(&t.dockerfile);
@@ -237,7 +293,13 @@ pub fn build(
                 problems.push(format!("{service} ({reference}): {v}"));
             }
         }
-        built.push(Built { reference, size });
+        built.push(Built {
+            reference,
+            tags: t.tags.clone(),
+            size,
+            digest,
+            config_digest,
+        });
     }
     if !metadata.is_empty() {
         ui::note(&format!("digests in {}", build_dir.join("metadata.json").display()));
@@ -342,6 +404,7 @@ fn up_to_date(stamp_file: &Path, hash: &str, refs: &[String]) -> Result<Option<V
         built.push(Built {
             reference: reference.clone(),
             size,
+            ..Built::default()
         });
     }
     Ok(Some(built))
@@ -355,22 +418,29 @@ fn service_of<'m>(m: &'m crate::manifest::Manifest, bake_target: &str) -> Option
         .find(|s| TARGETS.iter().any(|t| bake::service_target(s, t) == bake_target))
 }
 
+/// One field of a target's entry in bake's metadata.
+fn meta_field(entry: Option<&serde_json::Value>, key: &str) -> Option<String> {
+    entry.and_then(|e| e[key].as_str()).map(str::to_owned)
+}
+
 /// Combine the metadata bake wrote per layer into one file: bake target -> its entry
-/// (with `containerimage.digest`).
+/// (with `containerimage.digest`). Returns this run's entries only.
 fn merge_metadata(files: &[PathBuf], out: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
     let mut merged: BTreeMap<String, serde_json::Value> = match fs::read_to_string(out) {
         Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
         Err(_) => BTreeMap::new(),
     };
+    let mut this_run = BTreeMap::new();
     for file in files {
         let Ok(text) = fs::read_to_string(file) else { continue };
         let entries: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(&text).with_context(|| format!("reading bake's metadata {}", file.display()))?;
-        merged.extend(entries.into_iter().filter(|(k, _)| !k.starts_with("buildx.")));
+        this_run.extend(entries.into_iter().filter(|(k, _)| !k.starts_with("buildx.")));
         let _ = fs::remove_file(file);
     }
+    merged.extend(this_run.clone());
     write_if_changed(out, &(serde_json::to_string_pretty(&merged)? + "\n"))?;
-    Ok(merged)
+    Ok(this_run)
 }
 
 /// The extra CAs for build steps (a TLS-inspecting proxy's): the files `build.extra-ca`

@@ -151,6 +151,39 @@ pub fn save_and_scan(reference: &str, prod: bool) -> anyhow::Result<crate::lint:
         .pipe(|out| crate::lint::scan_archive(out, prod))
 }
 
+/// `docker run --detach --name NAME` of `reference` as the host user, with the
+/// certificates directory mounted read-only at `/certs` (the host user reads its 0600
+/// keys), and `extra` flags before the image.
+pub fn run_with_certs(name: &str, certs: &std::path::Path, extra: &[&str], reference: &str) -> Step {
+    let mount = format!("{}:/certs:ro", certs.display());
+    // SAFETY: getuid/getgid cannot fail.
+    let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+    step(
+        format!("start {reference}"),
+        &["run", "--detach", "--name", name, "--user", &user, "--volume", &mount],
+    )
+    .args(extra.iter().copied())
+    .arg(reference)
+    .output(Output::Capture)
+    .timeout(Duration::from_secs(60))
+}
+
+/// A container removed (`docker rm --force`) however the code that started it ends:
+/// an error, an early return, a Ctrl-C.
+pub struct Removed(pub String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        // Ctrl-C may have asked every step to stop: the removal must still run.
+        let stop = crate::plan::take_stop();
+        let _ = step("remove", &["rm", "--force", "--volumes", &self.0])
+            .output(Output::Capture)
+            .timeout(Duration::from_secs(30))
+            .run();
+        crate::plan::restore_stop(stop);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

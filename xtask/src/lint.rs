@@ -475,6 +475,23 @@ impl<R: Read> TarReader<R> {
     }
 }
 
+/// The whole policy for one service's image at `target`: its Dockerfile, the built
+/// image's configuration, and every layer. Each violation is prefixed with the service.
+pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<String>> {
+    let m = &project.manifest;
+    let file = project.root.join(m.services[name].path.get_ref()).join("Dockerfile");
+    let reference = crate::bake::service_ref(m, name, target);
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut violations: Vec<String> = dockerfile(&text, target).into_iter().collect();
+    let inspect = crate::docker::inspect_image(&reference)
+        .with_context(|| format!("build it first: `cargo xtask build {name} --target {target}`"))?;
+    violations.extend(image_config(&inspect, target));
+    let scan = crate::docker::save_and_scan(&reference, target == "prod")?;
+    ui::note(&format!("{reference}: {} files in its layers scanned", scan.files));
+    violations.extend(scan.violations);
+    Ok(violations.into_iter().map(|v| format!("{name}: {v}")).collect())
+}
+
 impl flags::Lint {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         let target = crate::manifest::target(self.target.as_deref(), "prod")?;
@@ -488,18 +505,7 @@ impl flags::Lint {
                 println!("check {} ({target}) and every layer of {reference}", file.display());
                 continue;
             }
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            violations.extend(dockerfile(&text, &target).into_iter().map(|v| format!("{name}: {v}")));
-            let inspect = crate::docker::inspect_image(&reference)
-                .with_context(|| format!("build it first: `cargo xtask build {name} --target {target}`"))?;
-            violations.extend(
-                image_config(&inspect, &target)
-                    .into_iter()
-                    .map(|v| format!("{name}: {v}")),
-            );
-            let scan = crate::docker::save_and_scan(&reference, target == "prod")?;
-            ui::note(&format!("{reference}: {} files in its layers scanned", scan.files));
-            violations.extend(scan.violations.into_iter().map(|v| format!("{name}: {v}")));
+            violations.extend(check_image(project, name, &target)?);
         }
         if !violations.is_empty() {
             anyhow::bail!(

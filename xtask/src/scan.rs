@@ -86,11 +86,15 @@ pub fn verdict_file(project: &Project, reference: &str) -> PathBuf {
     project.state_dir().join("scan").join(format!("{name}.json"))
 }
 
-fn judge(project: &Project, reference: &str, report: &serde_json::Value) -> Result<Verdict> {
+/// Judge `report` on the image `reference` and keep the verdict, with the id of the image
+/// judged (`image_id`, when it is in the local store) so that release can tell a verdict
+/// on this very image from one on an older build of the same tag.
+fn judge(project: &Project, reference: &str, image_id: Option<&str>, report: &serde_json::Value) -> Result<Verdict> {
     let verdict = evaluate(report)?;
     let file = verdict_file(project, reference);
     std::fs::create_dir_all(file.parent().unwrap())?;
-    let kept = serde_json::json!({ "image": reference, "passes": verdict.passes(), "verdict": verdict });
+    let kept =
+        serde_json::json!({ "image": reference, "image-id": image_id, "passes": verdict.passes(), "verdict": verdict });
     crate::build::write_if_changed(&file, &(serde_json::to_string_pretty(&kept)? + "\n"))?;
     let line = format!(
         "{reference}: {} critical/high, {} medium, {} low",
@@ -122,48 +126,82 @@ impl flags::Scan {
                 std::fs::read_to_string(report).with_context(|| format!("reading the report {}", report.display()))?;
             let value: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
-            let name = self
-                .names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| report.display().to_string());
-            let verdict = judge(project, &name, &value)?;
+            let target = crate::manifest::target(self.target.as_deref(), "prod")?;
+            // The image the report is about: a service (its image at --target), or a reference.
+            let reference = match self.names.as_slice() {
+                [] => report.display().to_string(),
+                [name] if project.manifest.services.contains_key(name.as_str()) => {
+                    bake::service_ref(&project.manifest, name, &target)
+                }
+                [name] => name.clone(),
+                _ => bail!("--report judges one report: name at most one image (a service or a reference)"),
+            };
+            let id = crate::docker::image_id(&reference);
+            let verdict = judge(project, &reference, id.as_deref(), &value)?;
             return finish(&[verdict]);
         }
         let target = crate::manifest::target(self.target.as_deref(), "prod")?;
-        let m = &project.manifest;
-        let names = m.service_names(&self.names)?;
-        if crate::plan::find_program("trivy").is_none() {
+        let names = project.manifest.service_names(&self.names)?;
+        if !trivy_installed() {
             bail!(
-                "Trivy is not installed, so nothing can be scanned: install it (Aqua Security publishes \
-                 Debian packages and static binaries; an offline site also needs its vulnerability \
-                 database), or judge a report made elsewhere with `cargo xtask scan --report FILE`. \
-                 `cargo xtask release` refuses to push unscanned images unless given --allow-unscanned"
+                "Trivy is not installed, so nothing can be scanned: {INSTALL}. Or judge a report made elsewhere \
+                 with `cargo xtask scan NAME --report FILE`. `cargo xtask release` refuses to push unscanned \
+                 images unless given --allow-unscanned"
             );
         }
         let mut verdicts = Vec::new();
         for name in &names {
-            let reference = bake::service_ref(m, name, &target);
-            let out = std::env::temp_dir().join(format!("slipway-trivy-{}-{name}.json", std::process::id()));
-            let step = Step::new(format!("scan {reference}"), "trivy")
-                .args(["image", "--quiet", "--format", "json", "--output", &out.display().to_string(), &reference])
-                .output(Output::Capture)
-                .timeout(Duration::from_secs(900))
-                .on_fail("Trivy needs its vulnerability database: online it downloads it; offline, provide it (trivy --cache-dir)");
-            if dry_run {
-                println!("{}", step.command_line());
-                continue;
+            if let Some(verdict) = scan_image(project, name, &target, dry_run)? {
+                verdicts.push(verdict);
             }
-            step.run()?;
-            let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
-            let _ = std::fs::remove_file(&out);
-            verdicts.push(judge(project, &reference, &value)?);
         }
         finish(&verdicts)
     }
 }
 
-fn finish(verdicts: &[Verdict]) -> Result<()> {
+/// How to get Trivy.
+pub const INSTALL: &str = "install it (Aqua Security publishes Debian packages and static binaries; an offline \
+     site also needs its vulnerability database)";
+
+pub fn trivy_installed() -> bool {
+    crate::plan::find_program("trivy").is_some()
+}
+
+/// Scan one service's image at `target` with Trivy and keep the verdict (`None` for a
+/// dry run, which prints the step).
+pub fn scan_image(project: &Project, name: &str, target: &str, dry_run: bool) -> Result<Option<Verdict>> {
+    let reference = bake::service_ref(&project.manifest, name, target);
+    let out = std::env::temp_dir().join(format!("slipway-trivy-{}-{name}.json", std::process::id()));
+    let step = Step::new(format!("scan {reference}"), "trivy")
+        .args([
+            "image",
+            "--quiet",
+            "--format",
+            "json",
+            "--output",
+            &out.display().to_string(),
+            &reference,
+        ])
+        .output(Output::Capture)
+        .timeout(Duration::from_secs(900))
+        .on_fail(
+            "Trivy needs its vulnerability database: online it downloads it; offline, provide it (trivy --cache-dir)",
+        );
+    if dry_run {
+        println!("{}", step.command_line());
+        return Ok(None);
+    }
+    let id = crate::docker::image_id(&reference).ok_or_else(|| {
+        anyhow::anyhow!("no image {reference} to scan: build it first (`cargo xtask build {name} --target {target}`)")
+    })?;
+    step.run()?;
+    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(Some(judge(project, &reference, Some(&id), &value)?))
+}
+
+/// Fail when any verdict blocks the push.
+pub fn finish(verdicts: &[Verdict]) -> Result<()> {
     let blocked: usize = verdicts.iter().map(|v| v.blocked.len()).sum();
     if blocked > 0 {
         bail!(
@@ -173,14 +211,35 @@ fn finish(verdicts: &[Verdict]) -> Result<()> {
     Ok(())
 }
 
-/// Whether an image has a passing verdict on record (for release).
-#[cfg_attr(not(test), expect(dead_code, reason = "read by `release`, which is not built yet"))]
-pub fn passed(project: &Project, reference: &str) -> bool {
+/// What the record says of an image, for release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// No verdict on record, or one on another build of the tag (not this image id).
+    Unscanned(String),
+    /// Scanned, and Critical or High findings block it.
+    Blocked(usize),
+    Passed,
+}
+
+/// The kept verdict on `reference`, checked against the image id it has now (`None`:
+/// accept any, for a report judged without the image at hand).
+pub fn record(project: &Project, reference: &str, image_id: Option<&str>) -> Record {
     let file = verdict_file(project, reference);
     let Ok(text) = std::fs::read_to_string(&file) else {
-        return false;
+        return Record::Unscanned("never scanned".into());
     };
-    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["passes"] == true)
+    let Ok(kept) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Record::Unscanned(format!("{} is not a verdict", file.display()));
+    };
+    if let Some(id) = image_id
+        && kept["image-id"].as_str() != Some(id)
+    {
+        return Record::Unscanned("scanned, but as another build (its image id differs)".into());
+    }
+    match kept["verdict"]["blocked"].as_array().map_or(0, Vec::len) {
+        0 if kept["passes"] == true => Record::Passed,
+        n => Record::Blocked(n.max(1)),
+    }
 }
 
 #[cfg(test)]
@@ -231,11 +290,17 @@ mod tests {
         let state = std::env::temp_dir().join(format!("slipway-scan-{}", std::process::id()));
         project.root = state.clone();
         let reference = "localhost:5000/platform/agent:0.1.0";
-        assert!(!passed(&project, reference));
-        judge(&project, reference, &report(&[("CVE-3", "MEDIUM")])).unwrap();
-        assert!(passed(&project, reference));
-        judge(&project, reference, &report(&[("CVE-1", "HIGH")])).unwrap();
-        assert!(!passed(&project, reference));
+        let id = Some("sha256:aaaa");
+        assert!(matches!(record(&project, reference, id), Record::Unscanned(_)));
+        judge(&project, reference, id, &report(&[("CVE-3", "MEDIUM")])).unwrap();
+        assert_eq!(record(&project, reference, id), Record::Passed);
+        // Another build of the same tag is not the image that was scanned.
+        assert!(matches!(
+            record(&project, reference, Some("sha256:bbbb")),
+            Record::Unscanned(_)
+        ));
+        judge(&project, reference, id, &report(&[("CVE-1", "HIGH")])).unwrap();
+        assert_eq!(record(&project, reference, id), Record::Blocked(1));
         let _ = std::fs::remove_dir_all(&state);
     }
 }

@@ -125,28 +125,32 @@ pub fn plan(project: &Project, engine: bool) -> Plan {
                 .args(["build", name, "--target", "local"])
                 .cwd(&project.root),
         );
-        let mount = format!("{}:/certs:ro", project.certs_dir().display());
-        let image = crate::bake::service_ref(&project.manifest, name, "local");
-        plan.push(
-            docker::step(
-                format!("{name}: pytest in its local image"),
-                &[
-                    "run",
-                    "--rm",
-                    "--volume",
-                    &mount,
-                    "--env",
-                    "AGENT_RELOAD=0",
-                    "--env",
-                    "DEBUGPY_PORT=",
-                    &image,
-                ],
-            )
-            .args(["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q"])
-            .output(Output::Tee),
-        );
+        plan.push(pytest(project, name));
     }
     plan
+}
+
+/// A Python service's pytest suite, run inside its `local` image (the Python that
+/// ships) with the certificates mounted. `ci run` runs the same step.
+pub fn pytest(project: &Project, name: &str) -> Step {
+    let mount = format!("{}:/certs:ro", project.certs_dir().display());
+    let image = crate::bake::service_ref(&project.manifest, name, "local");
+    docker::step(
+        format!("{name}: pytest in its local image"),
+        &[
+            "run",
+            "--rm",
+            "--volume",
+            &mount,
+            "--env",
+            "AGENT_RELOAD=0",
+            "--env",
+            "DEBUGPY_PORT=",
+            &image,
+        ],
+    )
+    .args(["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q"])
+    .output(Output::Tee)
 }
 
 /// Test counts gathered from the runners' summary lines.
