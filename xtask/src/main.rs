@@ -25,9 +25,11 @@ mod plan;
 mod ports;
 mod project;
 mod ps;
+mod release;
 mod scan;
 mod test;
 mod ui;
+mod verify;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -91,6 +93,8 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Scan(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Release(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Verify(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Bench(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Down(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Logs(cmd) => cmd.run(&project::Project::load()?, dry_run),
@@ -112,6 +116,8 @@ impl flags::Xtask {
             flags::XtaskCmd::Dev(_) => "dev",
             flags::XtaskCmd::Ci(_) => "ci",
             flags::XtaskCmd::Scan(_) => "scan",
+            flags::XtaskCmd::Release(_) => "release",
+            flags::XtaskCmd::Verify(_) => "verify",
             flags::XtaskCmd::Bench(_) => "bench",
             flags::XtaskCmd::Down(_) => "down",
             flags::XtaskCmd::Logs(_) => "logs",

@@ -46,6 +46,12 @@ pub struct Manifest {
     /// Certificates for the Root CA, the servers and the mTLS clients.
     #[serde(default)]
     pub certs: Certs,
+    /// How `release` signs and `verify` checks images (cosign).
+    #[serde(default)]
+    pub release: Release,
+    /// How `ci run` builds.
+    #[serde(default)]
+    pub ci: Ci,
 }
 
 fn default_brand() -> Spanned<String> {
@@ -326,6 +332,57 @@ pub struct Mtls {
     pub client: Spanned<String>,
     /// The service that is called, and requires the client certificate.
     pub server: Spanned<String>,
+}
+
+/// Signing and verification with cosign.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Release {
+    /// The key `release --sign` signs with: a file (relative to the root), `env://VAR`
+    /// (the PEM in a variable), or a KMS URI. Unset: `COSIGN_PRIVATE_KEY` from the
+    /// environment, else keyless (Sigstore) where an OIDC token is there.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// The public key `verify` checks against (same forms). Unset: `COSIGN_PUBLIC_KEY`
+    /// from the environment, else keyless by `identity` and `issuer`.
+    #[serde(default)]
+    pub public_key: Option<Spanned<String>>,
+    /// Keyless verification: a regular expression the signer's identity must match
+    /// (for GitHub Actions, the workflow's URL).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Keyless verification: the OIDC issuer of the signer's token.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Record signatures in the transparency log (default true). An air-gapped registry
+    /// sets false; `verify` then skips the log too.
+    #[serde(default)]
+    pub tlog: Option<bool>,
+    /// Speak plain HTTP to the registry. Default: only for a registry on loopback.
+    #[serde(default)]
+    pub insecure_registry: Option<bool>,
+}
+
+/// CI settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Ci {
+    /// The BuildKit cache `ci run` uses inside GitHub Actions (default: the Actions cache).
+    /// Elsewhere it uses `build.cache`.
+    #[serde(default = "default_ci_cache")]
+    pub cache: Cache,
+}
+
+impl Default for Ci {
+    fn default() -> Ci {
+        Ci {
+            cache: default_ci_cache(),
+        }
+    }
+}
+
+fn default_ci_cache() -> Cache {
+    Cache::Gha { scope: None }
 }
 
 /// A problem found in the manifest, located in its text.

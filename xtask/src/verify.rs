@@ -1,0 +1,173 @@
+//! `cargo xtask verify [IMAGE...] [--key K] [--json]`: check images' cosign signatures
+//! before a deploy. Each image is a reference (a tag or `name@sha256:...`) or a service
+//! name (its prod image at the manifest's version). cosign resolves a tag to its digest
+//! and checks a signature over that digest: an unsigned image, one signed with another
+//! key, or a tag re-pointed at another image fails. Each verified image is printed with
+//! its digest, which is what to deploy.
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::release::{self, Cosign};
+use crate::{bake, flags, project::Project, ui};
+
+/// One image's outcome.
+#[derive(Debug, Clone, Serialize)]
+struct Outcome {
+    image: String,
+    verified: bool,
+    /// `name@sha256:...` that the signature covers.
+    digest: Option<String>,
+    error: Option<String>,
+}
+
+impl flags::Verify {
+    pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
+        let m = &project.manifest;
+        let images: Vec<String> = if self.images.is_empty() {
+            m.services
+                .keys()
+                .map(|s| bake::service_ref(m, s.get_ref(), "prod"))
+                .collect()
+        } else {
+            self.images.iter().map(|i| expand(m, i)).collect()
+        };
+        for image in &images {
+            // A bare word that is no service is a typo more often than an image on Docker Hub.
+            if !image.contains('/') && !image.contains(':') {
+                let services: Vec<&str> = m.services.keys().map(|k| k.get_ref().as_str()).collect();
+                bail!(
+                    "`{image}` is neither a service ({}) nor an image reference (registry/project/name:tag)",
+                    services.join(", ")
+                );
+            }
+        }
+        let cosign = Cosign::verifying(project, self.key.as_deref(), &|k| std::env::var(k).ok())?;
+        if dry_run {
+            for image in &images {
+                println!("{}", cosign.verify_step(image).command_line());
+            }
+            return Ok(());
+        }
+        if crate::plan::find_program("cosign").is_none() {
+            bail!(
+                "cosign is not installed, so no signature can be checked: install it (Sigstore publishes static binaries and Debian packages)"
+            );
+        }
+        ui::step(&format!(
+            "verify {} ({})",
+            plural(images.len(), "image"),
+            cosign.describe()
+        ));
+        let mut outcomes = Vec::new();
+        for image in &images {
+            let ran = cosign.verify_step(image).run_unchecked()?;
+            let outcome = if ran.status.success() {
+                match signed_digest(&ran.stdout) {
+                    Some(digest) => Outcome {
+                        image: image.clone(),
+                        verified: true,
+                        digest: Some(format!("{}@{digest}", release::repository_of(image))),
+                        error: None,
+                    },
+                    None => Outcome {
+                        image: image.clone(),
+                        verified: false,
+                        digest: None,
+                        error: Some("cosign said yes but named no digest".into()),
+                    },
+                }
+            } else {
+                Outcome {
+                    image: image.clone(),
+                    verified: false,
+                    digest: None,
+                    error: Some(why(&ran.stderr)),
+                }
+            };
+            if !self.json {
+                match (&outcome.digest, &outcome.error) {
+                    (Some(d), _) => ui::note(&format!("verified  {image} -> {d}")),
+                    (_, Some(e)) => ui::warn(&format!("FAILED    {image}: {e}")),
+                    _ => {}
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        }
+        let failed = outcomes.iter().filter(|o| !o.verified).count();
+        if failed > 0 {
+            bail!(
+                "{failed} of {} failed verification: do not deploy them (unsigned, signed with another key, or a tag that now points elsewhere)",
+                plural(outcomes.len(), "image")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A service name stands for its prod image; `SERVICE@sha256:...` and `SERVICE:TAG` for
+/// that digest or tag of its repository. Anything else is a reference as given.
+fn expand(m: &crate::manifest::Manifest, image: &str) -> String {
+    if m.services.contains_key(image) {
+        return bake::service_ref(m, image, "prod");
+    }
+    let cut = image.find(['@', ':']).unwrap_or(image.len());
+    let (name, rest) = image.split_at(cut);
+    if !name.contains('/') && m.services.contains_key(name) {
+        return format!("{}{rest}", bake::repository(m, name));
+    }
+    image.to_owned()
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The digest the verified signature covers, from cosign's JSON output.
+fn signed_digest(stdout: &str) -> Option<String> {
+    let list: serde_json::Value = serde_json::from_str(stdout.trim()).ok()?;
+    list.as_array()?
+        .iter()
+        .find_map(|sig| sig["critical"]["image"]["docker-manifest-digest"].as_str())
+        .map(str::to_owned)
+}
+
+/// cosign's reason, without its banner and warnings.
+fn why(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("WARNING") && !l.starts_with("error during command execution"))
+        .map(|l| l.trim_start_matches("Error: "))
+        .next_back()
+        .unwrap_or("cosign failed without saying why")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_and_the_reason_are_read_from_cosign() {
+        let out = r#"[{"critical":{"identity":{"docker-reference":"127.0.0.1:5391/platform/t"},"image":{"docker-manifest-digest":"sha256:72df"},"type":"cosign container image signature"},"optional":null}]"#;
+        assert_eq!(signed_digest(out).as_deref(), Some("sha256:72df"));
+        assert_eq!(signed_digest("not json"), None);
+        let err = "WARNING: Skipping tlog verification is an insecure practice\nError: no signatures found\nerror during command execution: no signatures found\n";
+        assert_eq!(why(err), "no signatures found");
+    }
+
+    #[test]
+    fn service_names_stand_for_their_repository() {
+        let p = Project::load().unwrap();
+        let m = &p.manifest;
+        assert_eq!(expand(m, "gateway"), "localhost:5000/platform/gateway:0.1.0");
+        assert_eq!(expand(m, "agent@sha256:ab"), "localhost:5000/platform/agent@sha256:ab");
+        assert_eq!(expand(m, "agent:0.1.0-dev"), "localhost:5000/platform/agent:0.1.0-dev");
+        assert_eq!(expand(m, "other.example/x/y:1"), "other.example/x/y:1");
+        assert_eq!(expand(m, "nginx:1"), "nginx:1");
+    }
+}
