@@ -1,18 +1,29 @@
-//! `cargo xtask ci matrix [--since REF] [--json]`: the CI jobs (service x target x
-//! platform) as a GitHub Actions matrix. With `--since`, only the images whose inputs
-//! changed between REF and HEAD: a file under a service's paths affects that service; a
-//! base image's directory affects every service built on it; the manifest affects every
-//! service; anything else (docs, xtask/, compose files) affects no image.
+//! `cargo xtask ci`: the CI jobs, and each job run here exactly as the workflow runs it.
+//!
+//! `ci matrix [--since REF] [--json]` lists the jobs (service x target x platform) as a
+//! GitHub Actions matrix. With `--since`, only the images whose inputs changed between
+//! REF and HEAD: a file under a service's paths affects that service; a base image's
+//! directory affects every service built on it; the manifest affects every service;
+//! anything else (docs, xtask/, compose files) affects no image.
+//!
+//! `ci run [JOB] [--since REF] [--push] [--sign] [--allow-unscanned]` (and bare `ci`)
+//! runs jobs: certificates, the build of the job's image for its target and platform,
+//! tests in that image (`local`: the service's own test suite; `dev` and `prod`: the
+//! image started with its certificates until its own health check passes), the image
+//! policy (`lint`), a Trivy scan where Trivy is installed, then `release` when asked to
+//! push. With no JOB every job runs, each to its end, and the failures are listed last.
+//! Inside GitHub Actions (its cache service exposed to the step) it builds with the
+//! `ci.cache` backend.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::manifest::{Kind, Manifest, TARGETS};
+use crate::manifest::{Cache, Kind, Manifest, TARGETS};
 use crate::plan::{Output, Step};
-use crate::{flags, project::Project, ui};
+use crate::{bake, build, certs, docker, flags, lint, project::Project, release, scan, ui};
 
 /// One CI job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,6 +82,24 @@ pub fn jobs(m: &Manifest, services: &BTreeSet<String>) -> Vec<Job> {
     out
 }
 
+/// The services whose images changed since `since`. No revision to compare with (empty,
+/// or the zeros GitHub sends as `github.event.before` for a new branch) means every one.
+fn affected_since(project: &Project, since: &str) -> Result<BTreeSet<String>> {
+    let m = &project.manifest;
+    if since.trim().trim_matches('0').is_empty() {
+        ui::note(&format!("no revision to compare with (`{since}`): every image"));
+        return Ok(m.services.keys().map(|k| k.get_ref().clone()).collect());
+    }
+    let changed = changed_since(project, since)?;
+    let hit = affected(m, &changed);
+    ui::note(&format!(
+        "{} files changed since {since}: {} affected",
+        changed.len(),
+        hit.len()
+    ));
+    Ok(hit)
+}
+
 /// The paths that changed between `since` (its merge base with HEAD) and HEAD.
 fn changed_since(project: &Project, since: &str) -> Result<Vec<String>> {
     let range = format!("{since}...HEAD");
@@ -98,7 +127,292 @@ impl flags::Ci {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         match self.subcommand {
             flags::CiCmd::Matrix(cmd) => cmd.run(project, dry_run),
+            flags::CiCmd::Run(cmd) => cmd.run(project, dry_run),
         }
+    }
+}
+
+impl flags::Run {
+    pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
+        let m = &project.manifest;
+        let every: BTreeSet<String> = m.services.keys().map(|k| k.get_ref().clone()).collect();
+        let all = jobs(m, &every);
+        // `ci run JOB` and `ci JOB` are one command: `run` is the default subcommand, so
+        // its name arrives as the first word when it is spelled out.
+        let mut names = self.jobs.as_slice();
+        if names.first().is_some_and(|n| n == "run") {
+            names = &names[1..];
+        }
+        let selected: Vec<Job> = match (names, &self.since) {
+            ([_, ..], Some(_)) => {
+                bail!("--since chooses the jobs when none is named: name jobs or give --since, not both")
+            }
+            ([_, ..], None) => names.iter().map(|n| find(&all, n)).collect::<Result<_>>()?,
+            ([], Some(since)) => jobs(m, &affected_since(project, since)?),
+            ([], None) => all,
+        };
+        if selected.is_empty() {
+            ui::note("no jobs: no image's inputs changed");
+            return Ok(());
+        }
+        if self.sign && !self.push {
+            bail!("--sign signs what --push pushes: add --push");
+        }
+        let project = &with_ci_cache(project);
+        let options = JobOptions {
+            push: self.push,
+            sign: self.sign,
+            allow_unscanned: self.allow_unscanned,
+            dry_run,
+        };
+        let mut ran = Vec::new();
+        for job in &selected {
+            ui::step(&format!("job {}", job.job));
+            let started = Instant::now();
+            let result = run_job(project, job, &options);
+            if let Err(err) = &result
+                && (err.is::<crate::plan::Interrupted>() || selected.len() == 1)
+            {
+                return result;
+            }
+            if let Err(err) = &result {
+                ui::error(&format!("job {} failed: {err:#}", job.job));
+            }
+            ran.push((job.job.clone(), started.elapsed(), result.is_ok()));
+        }
+        if dry_run {
+            return Ok(());
+        }
+        for (job, took, ok) in &ran {
+            ui::note(&format!(
+                "{:<32} {:>7.1}s  {}",
+                job,
+                took.as_secs_f64(),
+                if *ok { "ok" } else { "FAILED" }
+            ));
+        }
+        let failed: Vec<&str> = ran.iter().filter(|r| !r.2).map(|r| r.0.as_str()).collect();
+        if !failed.is_empty() {
+            bail!("{} of {} jobs failed: {}", failed.len(), ran.len(), failed.join(", "));
+        }
+        Ok(())
+    }
+}
+
+/// The job named `name`, or an error listing the jobs.
+fn find(all: &[Job], name: &str) -> Result<Job> {
+    if let Some(job) = all.iter().find(|j| j.job == name) {
+        return Ok(job.clone());
+    }
+    let names: Vec<&str> = all.iter().map(|j| j.job.as_str()).collect();
+    let close = names.iter().find(|n| n.starts_with(name) || name.starts_with(**n));
+    let hint = close.map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+    bail!(
+        "no job `{name}`{hint}: the jobs are {} (see `cargo xtask ci matrix`)",
+        names.join(", ")
+    )
+}
+
+/// The project with `ci.cache` as its build cache where that backend is reachable: the
+/// Actions cache only inside GitHub Actions with its runtime exposed to the step.
+fn with_ci_cache(project: &Project) -> Project {
+    let mut project = project.clone();
+    let cache = project.manifest.ci.cache.clone();
+    let reachable = match &cache {
+        Cache::Gha { .. } => {
+            let var = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+            var("ACTIONS_RUNTIME_TOKEN") && (var("ACTIONS_CACHE_URL") || var("ACTIONS_RESULTS_URL"))
+        }
+        Cache::None => false,
+        _ => true,
+    };
+    if reachable {
+        project.manifest.build.cache = cache;
+    } else if matches!(cache, Cache::Gha { .. }) && project.manifest.build.cache == Cache::None {
+        ui::note("not inside GitHub Actions (no ACTIONS_RUNTIME_TOKEN): building with the builder's own cache");
+    }
+    project
+}
+
+/// How jobs run.
+#[derive(Debug, Clone, Copy)]
+struct JobOptions {
+    push: bool,
+    sign: bool,
+    allow_unscanned: bool,
+    dry_run: bool,
+}
+
+fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
+    let m = &project.manifest;
+    let name = job.service.as_str();
+    let names = vec![job.service.clone()];
+    let reference = bake::service_ref(m, name, &job.target);
+    if o.dry_run {
+        println!("# {}: certificates, then build", job.job);
+    } else {
+        certs::ensure(&project.certs_dir(), &certs::Spec::from_manifest(m), None)?;
+        ui::step(&format!("build {reference} ({})", job.platform));
+    }
+    let mode = build::Mode {
+        dry_run: o.dry_run,
+        ..build::Mode::default()
+    };
+    build::build(project, &names, &job.target, Some(vec![job.platform.clone()]), mode)?;
+
+    let test = test_in_image(project, job);
+    if o.dry_run {
+        println!("# tests in the image\n{}", test.command_line());
+        println!("# image policy: {name}'s Dockerfile, {reference}'s configuration and layers");
+    } else {
+        ui::step(&test.name);
+        if job.target == "local" {
+            test.run()?;
+        } else {
+            smoke(project, job)?;
+        }
+        ui::step(&format!("image policy of {reference}"));
+        let violations = lint::check_image(project, name, &job.target)?;
+        if !violations.is_empty() {
+            bail!("the image policy failed:\n  - {}", violations.join("\n  - "));
+        }
+    }
+    if scan::trivy_installed() {
+        if !o.dry_run {
+            ui::step(&format!("scan {reference}"));
+        }
+        if let Some(verdict) = scan::scan_image(project, name, &job.target, o.dry_run)? {
+            scan::finish(&[verdict])?;
+        }
+    } else {
+        ui::warn(&format!(
+            "Trivy is not installed, so {reference} is not scanned: {}",
+            scan::INSTALL
+        ));
+    }
+    if o.push {
+        release::release(
+            project,
+            &release::Options {
+                names,
+                target: job.target.clone(),
+                push: true,
+                sign: o.sign,
+                key: None,
+                allow_unscanned: o.allow_unscanned,
+                dry_run: o.dry_run,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The tests a job runs in its image: for `local`, the service's test suite (pytest, or
+/// `cargo test` with the crates baked into the image); for `dev` and `prod`, the image
+/// started as it ships, until its own health check passes ([`smoke`]).
+fn test_in_image(project: &Project, job: &Job) -> Step {
+    let m = &project.manifest;
+    let name = job.service.as_str();
+    let reference = bake::service_ref(m, name, &job.target);
+    match (job.target.as_str(), m.services[name].kind) {
+        ("local", Kind::Python) => crate::test::pytest(project, name),
+        ("local", Kind::Rust) => docker::step(
+            format!("{name}: cargo test in its local image"),
+            &["run", "--rm", "--env", "CARGO_NET_OFFLINE=true", &reference],
+        )
+        .args(["cargo", "test", "--package", name])
+        .output(Output::Tee)
+        .timeout(Duration::from_secs(1800)),
+        _ => smoke_start(project, job, &container_name(job)),
+    }
+}
+
+fn container_name(job: &Job) -> String {
+    format!("slipway-ci-{}-{}", job.job, std::process::id())
+}
+
+/// `docker run` of the image as it ships: its own user and entrypoint, a read-only root
+/// filesystem, the certificates mounted read-only.
+fn smoke_start(project: &Project, job: &Job, container: &str) -> Step {
+    let reference = bake::service_ref(&project.manifest, &job.service, &job.target);
+    let mut step = docker::run_with_certs(
+        container,
+        &project.certs_dir(),
+        &["--read-only", "--tmpfs", "/tmp"],
+        &reference,
+    );
+    step.name = format!("{}: start {reference} until its health check passes", job.service);
+    step
+}
+
+/// Start the image as it ships (its own user, read-only root filesystem, the
+/// certificates mounted) and wait until Docker reports its HEALTHCHECK healthy. On
+/// failure: the health log and the last lines of its output. The container is removed
+/// however this ends.
+fn smoke(project: &Project, job: &Job) -> Result<()> {
+    let m = &project.manifest;
+    let name = job.service.as_str();
+    let reference = bake::service_ref(m, name, &job.target);
+    let container = container_name(job);
+    let _removed = docker::Removed(container.clone());
+    smoke_start(project, job, &container).run()?;
+    let health = &m.services[name].health;
+    let wait = Duration::from_secs(
+        u64::from(health.start_period_secs)
+            + u64::from(health.interval_secs + health.timeout_secs) * u64::from(health.retries)
+            + 30,
+    );
+    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    loop {
+        crate::plan::check_interrupted()?;
+        let state = docker::step(
+            "health",
+            &[
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                &container,
+            ],
+        )
+        .output(Output::Capture)
+        .run()?
+        .stdout;
+        let state = state.trim();
+        if state == "running healthy" {
+            ui::note(&format!(
+                "{reference} is healthy after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if !state.starts_with("running") || state.ends_with("unhealthy") || Instant::now() > deadline {
+            let logs = docker::step("logs", &["logs", "--tail", "20", &container])
+                .output(Output::Capture)
+                .run_unchecked()
+                .map(|r| format!("{}{}", r.stdout, r.stderr))
+                .unwrap_or_default();
+            let checks = docker::step(
+                "health log",
+                &[
+                    "inspect",
+                    "--format",
+                    "{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{end}}{{end}}",
+                    &container,
+                ],
+            )
+            .output(Output::Capture)
+            .run_unchecked()
+            .map(|r| r.stdout)
+            .unwrap_or_default();
+            bail!(
+                "{reference} did not become healthy (state: {state}, after {:.0}s).\nhealth checks said:\n{}\nlast lines of its output:\n{}",
+                started.elapsed().as_secs_f64(),
+                checks.trim(),
+                logs.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -106,16 +420,7 @@ impl flags::Matrix {
     pub fn run(self, project: &Project, _dry_run: bool) -> Result<()> {
         let m = &project.manifest;
         let services: BTreeSet<String> = match &self.since {
-            Some(since) => {
-                let changed = changed_since(project, since)?;
-                let hit = affected(m, &changed);
-                ui::note(&format!(
-                    "{} files changed since {since}: {} affected",
-                    changed.len(),
-                    hit.len()
-                ));
-                hit
-            }
+            Some(since) => affected_since(project, since)?,
             None => m.services.keys().map(|k| k.get_ref().clone()).collect(),
         };
         let jobs = jobs(m, &services);
@@ -130,6 +435,106 @@ impl flags::Matrix {
         }
         Ok(())
     }
+}
+
+/// Where the workflow is written (by `cargo xtask codegen`).
+pub const WORKFLOW: &str = ".github/workflows/ci.yml";
+
+/// The GitHub Actions workflow: every `run:` step is a `cargo xtask` command, so a
+/// laptop runs what CI runs. `test` runs the test suite; `matrix` lists the jobs whose
+/// images changed (`ci matrix --since`); `image` runs each with `ci run`, with the
+/// Actions cache for bake, and on `main` pushes and signs (keyless, by the workflow's
+/// OIDC token) the prod images.
+pub fn workflow(m: &Manifest) -> String {
+    let registry = m.registry.get_ref();
+    format!(
+        r#"# Generated by `cargo xtask codegen` from xtask/src/ci.rs: do not edit.
+# Every `run:` step is a `cargo xtask` command; run the same one on your machine.
+name: ci
+
+on:
+  push:
+    branches: [main]
+  pull_request:
+
+permissions:
+  contents: read
+
+concurrency:
+  group: ci-${{{{ github.ref }}}}
+  cancel-in-progress: ${{{{ github.ref != 'refs/heads/main' }}}}
+
+env:
+  CARGO_TERM_COLOR: always
+
+jobs:
+  test:
+    name: cargo xtask test
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+    steps:
+      - uses: actions/checkout@v4
+      - run: cargo xtask test
+
+  matrix:
+    name: affected images
+    runs-on: ubuntu-latest
+    timeout-minutes: 10
+    outputs:
+      jobs: ${{{{ steps.matrix.outputs.jobs }}}}
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          fetch-depth: 0
+      - id: matrix
+        env:
+          # The pull request's base, or the commit before the push.
+          SINCE: ${{{{ github.event.pull_request.base.sha || github.event.before }}}}
+        run: echo "jobs=$(cargo xtask ci matrix --json --since "$SINCE")" >> "$GITHUB_OUTPUT"
+
+  image:
+    name: ${{{{ matrix.job }}}}
+    needs: matrix
+    if: fromJSON(needs.matrix.outputs.jobs).include[0] != null
+    runs-on: ubuntu-latest
+    timeout-minutes: 45
+    permissions:
+      contents: read
+      # Keyless signing: cosign exchanges the workflow's OIDC token for a certificate.
+      id-token: write
+    strategy:
+      fail-fast: false
+      matrix: ${{{{ fromJSON(needs.matrix.outputs.jobs) }}}}
+    steps:
+      - uses: actions/checkout@v4
+      # A docker-container builder: bake can export its cache there.
+      - uses: docker/setup-buildx-action@v3
+      # Exposes the Actions cache service to run steps (bake's `type=gha` cache).
+      - uses: crazy-max/ghaction-github-runtime@v3
+      # `cargo xtask ci run` scans with Trivy when it is installed.
+      - uses: aquasecurity/setup-trivy@v0.2.2
+        with:
+          cache: true
+      - if: github.event_name == 'push' && matrix.target == 'prod'
+        uses: sigstore/cosign-installer@v3
+      - if: github.event_name == 'push' && matrix.target == 'prod'
+        uses: docker/login-action@v3
+        with:
+          registry: {registry}
+          username: ${{{{ secrets.REGISTRY_USERNAME }}}}
+          password: ${{{{ secrets.REGISTRY_PASSWORD }}}}
+      - name: cargo xtask ci run
+        if: github.event_name != 'push' || matrix.target != 'prod'
+        env:
+          JOB: ${{{{ matrix.job }}}}
+        run: cargo xtask ci run "$JOB"
+      - name: cargo xtask ci run --push --sign
+        if: github.event_name == 'push' && matrix.target == 'prod'
+        env:
+          JOB: ${{{{ matrix.job }}}}
+        run: cargo xtask ci run "$JOB" --push --sign
+"#
+    )
 }
 
 #[cfg(test)]

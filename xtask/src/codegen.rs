@@ -20,8 +20,11 @@ pub const COMMANDS: &[&[&str]] = &[
     &["down"],
     &["logs"],
     &["ps"],
+    &["ci"],
     &["ci", "matrix"],
     &["scan"],
+    &["release"],
+    &["verify"],
     &["bench"],
     &["certs"],
     &["certs", "status"],
@@ -34,11 +37,19 @@ pub struct Generated {
     pub text: String,
 }
 
-pub fn generated() -> Vec<Generated> {
-    vec![Generated {
-        path: "docs/cli.md",
-        text: cli_reference(),
-    }]
+/// Every generated file, from the code and the manifest at `root`.
+pub fn generated(root: &Path) -> Result<Vec<Generated>> {
+    let manifest = crate::manifest::Manifest::load(&root.join(crate::manifest::FILE))?;
+    Ok(vec![
+        Generated {
+            path: "docs/cli.md",
+            text: cli_reference(),
+        },
+        Generated {
+            path: crate::ci::WORKFLOW,
+            text: crate::ci::workflow(&manifest),
+        },
+    ])
 }
 
 fn cli_reference() -> String {
@@ -65,7 +76,7 @@ fn cli_reference() -> String {
 impl flags::Codegen {
     pub fn run(self, root: &Path, dry_run: bool) -> Result<()> {
         let mut stale = Vec::new();
-        for file in generated() {
+        for file in generated(root)? {
             let path = root.join(file.path);
             let current = std::fs::read_to_string(&path).unwrap_or_default();
             if current == file.text {
@@ -74,6 +85,9 @@ impl flags::Codegen {
             stale.push(file.path);
             if self.check || dry_run {
                 continue;
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
             }
             crate::build::write_if_changed(&path, &file.text)?;
             ui::note(&format!("wrote {}", file.path));

@@ -94,8 +94,24 @@ xflags::xflags! {
             optional --json
         }
 
-        /// Continuous integration: what to build, as CI runs it.
+        /// Continuous integration: the jobs, each run here exactly as CI runs it.
         cmd ci {
+            /// Run CI jobs as the workflow does: build the job's image (target and
+            /// platform), test it in the image, check the image policy, scan it where
+            /// Trivy is installed, then push and sign when asked. With no JOB, every job.
+            default cmd run {
+                /// Jobs of `cargo xtask ci matrix`, such as `gateway-prod-linux-amd64`.
+                repeated jobs: String
+                /// With no JOB: only the jobs whose images changed since this revision.
+                optional --since rev: String
+                /// Push the job's image (`release --push`).
+                optional --push
+                /// Sign what was pushed, by digest (`release --sign`).
+                optional --sign
+                /// Push even where no passing scan of the image is on record.
+                optional --allow-unscanned
+            }
+
             /// The jobs (service x target x platform) as a GitHub Actions matrix.
             cmd matrix {
                 /// Only the images whose inputs changed since this revision (from its
@@ -115,6 +131,39 @@ xflags::xflags! {
             optional --target target: String
             /// Judge this Trivy JSON report instead of running Trivy.
             optional --report file: PathBuf
+        }
+
+        /// Release the service images: compute their tags (seed 002), push them, then
+        /// sign each pushed image by the digest bake recorded, never by tag (cosign).
+        /// Refuses an image without a passing scan of that very build.
+        cmd release {
+            /// Services to release (default: every service).
+            repeated names: String
+            /// The stage to release: local, dev or prod (default: prod).
+            optional --target target: String
+            /// Push the images (without it: show the tags and checks, push nothing).
+            optional --push
+            /// Sign every pushed image with cosign (needs --push).
+            optional --sign
+            /// The signing key: a file, `env://VAR` or a KMS URI (default: release.key,
+            /// then COSIGN_PRIVATE_KEY, then keyless where an OIDC token is there).
+            optional --key key: String
+            /// Push images that have no passing scan on record (Trivy not installed).
+            /// A scan that found Critical or High still blocks.
+            optional --allow-unscanned
+        }
+
+        /// Verify the cosign signature of images before deploying them; fails on an
+        /// unsigned image, or one whose tag now points at something else.
+        cmd verify {
+            /// Image references, or service names (default: every service's prod image).
+            repeated images: String
+            /// The public key: a file, `env://VAR` or a KMS URI (default:
+            /// release.public-key, then COSIGN_PUBLIC_KEY, then keyless by
+            /// release.identity and release.issuer).
+            optional --key key: String
+            /// Print the verified digests as JSON.
+            optional --json
         }
 
         /// Measure every target of the spec on this machine, each beside its comparison,
@@ -173,6 +222,8 @@ pub enum XtaskCmd {
     Ps(Ps),
     Ci(Ci),
     Scan(Scan),
+    Release(Release),
+    Verify(Verify),
     Bench(Bench),
     Certs(Certs),
     Codegen(Codegen),
@@ -241,7 +292,18 @@ pub struct Ci {
 
 #[derive(Debug)]
 pub enum CiCmd {
+    Run(Run),
     Matrix(Matrix),
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub jobs: Vec<String>,
+
+    pub since: Option<String>,
+    pub push: bool,
+    pub sign: bool,
+    pub allow_unscanned: bool,
 }
 
 #[derive(Debug)]
@@ -256,6 +318,25 @@ pub struct Scan {
 
     pub target: Option<String>,
     pub report: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Release {
+    pub names: Vec<String>,
+
+    pub target: Option<String>,
+    pub push: bool,
+    pub sign: bool,
+    pub key: Option<String>,
+    pub allow_unscanned: bool,
+}
+
+#[derive(Debug)]
+pub struct Verify {
+    pub images: Vec<String>,
+
+    pub key: Option<String>,
+    pub json: bool,
 }
 
 #[derive(Debug)]

