@@ -520,8 +520,13 @@ fn ci_run_names_the_jobs_there_are() {
 #[test]
 #[ignore = "needs the Docker engine: run `cargo xtask test`"]
 fn the_plans_of_ci_run_and_release() {
+    // Plans are made from the Root CA's fingerprint: certificates of the test's own.
+    let state = scratch("plans");
+    let made = xtask().arg("certs").env("SLIPWAY_STATE_DIR", &state).output().unwrap();
+    assert!(made.status.success(), "{}", text(&made));
     let out = xtask()
         .args(["--dry-run", "ci", "run", "gateway-prod-linux-amd64"])
+        .env("SLIPWAY_STATE_DIR", &state)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -540,6 +545,7 @@ fn the_plans_of_ci_run_and_release() {
         .args(["--dry-run", "release", "agent", "--push", "--sign", "--key"])
         .arg(&key)
         .env("COSIGN_PASSWORD", "")
+        .env("SLIPWAY_STATE_DIR", &state)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -552,4 +558,6 @@ fn the_plans_of_ci_run_and_release() {
         )),
         "{plan}"
     );
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(key.parent().unwrap());
 }
