@@ -293,23 +293,16 @@ impl Cosign {
     pub fn signing(project: &Project, flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Cosign> {
         let mut c = Cosign::base(project);
         let manifest = project.manifest_path.display();
-        let chosen = match (flag, &project.manifest.release.key) {
-            (Some(k), _) => Some((k.to_owned(), "--key".to_owned())),
-            (None, Some(k)) => Some((k.get_ref().clone(), format!("release.key in {manifest}"))),
-            (None, None) => set(env, "COSIGN_PRIVATE_KEY")
-                .then(|| ("env://COSIGN_PRIVATE_KEY".to_owned(), "the environment".to_owned())),
-        };
-        match chosen {
+        let key = &project.manifest.release.key;
+        match choose_key(flag, key.as_ref(), "release.key", "COSIGN_PRIVATE_KEY", &manifest, env) {
             Some((key, from)) => {
                 let resolved = key_ref(project, &key, &from, env)?;
                 // A file or an env:// key is encrypted; a KMS key has no password.
                 if (!resolved.contains("://") || resolved.starts_with("env://")) && env("COSIGN_PASSWORD").is_none() {
-                    {
-                        bail!(
-                            "cosign reads the password of the key {key} (from {from}) from COSIGN_PASSWORD: set it \
-                             (to an empty value for a key made without one)"
-                        );
-                    }
+                    bail!(
+                        "cosign reads the password of the key {key} (from {from}) from COSIGN_PASSWORD: set it \
+                         (to an empty value for a key made without one)"
+                    );
                 }
                 c.key = Some(resolved);
                 c.from = from;
@@ -341,13 +334,14 @@ impl Cosign {
         let mut c = Cosign::base(project);
         let r = &project.manifest.release;
         let manifest = project.manifest_path.display();
-        let chosen = match (flag, &r.public_key) {
-            (Some(k), _) => Some((k.to_owned(), "--key".to_owned())),
-            (None, Some(k)) => Some((k.get_ref().clone(), format!("release.public-key in {manifest}"))),
-            (None, None) => set(env, "COSIGN_PUBLIC_KEY")
-                .then(|| ("env://COSIGN_PUBLIC_KEY".to_owned(), "the environment".to_owned())),
-        };
-        match chosen {
+        match choose_key(
+            flag,
+            r.public_key.as_ref(),
+            "release.public-key",
+            "COSIGN_PUBLIC_KEY",
+            &manifest,
+            env,
+        ) {
             Some((key, from)) => {
                 c.key = Some(key_ref(project, &key, &from, env)?);
                 c.from = from;
@@ -419,6 +413,23 @@ impl Cosign {
         step.args(["--output", "json", image])
             .output(Output::Capture)
             .timeout(Duration::from_secs(120))
+    }
+}
+
+/// The key to use and where it came from: the `--key` flag, then the manifest's `field`,
+/// then the environment variable `var` (as `env://var`); `None` when none gives one.
+fn choose_key(
+    flag: Option<&str>,
+    manifest_key: Option<&toml::Spanned<String>>,
+    field: &str,
+    var: &str,
+    manifest: &dyn std::fmt::Display,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, String)> {
+    match (flag, manifest_key) {
+        (Some(k), _) => Some((k.to_owned(), "--key".to_owned())),
+        (None, Some(k)) => Some((k.get_ref().clone(), format!("{field} in {manifest}"))),
+        (None, None) => set(env, var).then(|| (format!("env://{var}"), "the environment".to_owned())),
     }
 }
 
