@@ -60,6 +60,8 @@ pub struct Built {
     /// Every tag bake gave it (seed 002's rules).
     pub tags: Vec<String>,
     pub size: u64,
+    /// Its id in the local image store (empty when a push left no local image).
+    pub id: String,
     /// With `--push`: the digest of the manifest pushed, from bake's metadata file.
     pub digest: Option<String>,
     /// With `--push`: the digest of its configuration, which is the image id of the same
@@ -297,6 +299,7 @@ pub fn build(
             reference,
             tags: t.tags.clone(),
             size,
+            id: config["Id"].as_str().unwrap_or_default().to_owned(),
             digest,
             config_digest,
         });
@@ -309,8 +312,9 @@ pub fn build(
         bail!("the image policy failed:\n  - {}", problems.join("\n  - "));
     }
     if let Some(hash) = inputs_hash {
-        let ids = image_ids(&refs)?;
-        let stamp = serde_json::json!({ "inputs": hash, "images": refs.iter().zip(ids).map(|(r, id)| (r.clone(), id.0)).collect::<BTreeMap<_, _>>() });
+        // The ids were read with each image's configuration above.
+        let images: BTreeMap<&str, &str> = built.iter().map(|b| (b.reference.as_str(), b.id.as_str())).collect();
+        let stamp = serde_json::json!({ "inputs": hash, "images": images });
         write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
     }
     Ok(built)
@@ -404,6 +408,7 @@ fn up_to_date(stamp_file: &Path, hash: &str, refs: &[String]) -> Result<Option<V
         built.push(Built {
             reference: reference.clone(),
             size,
+            id,
             ..Built::default()
         });
     }

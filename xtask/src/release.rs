@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::build::{self, Mode};
 use crate::plan::{Output, Step};
 use crate::scan::{self, Record};
-use crate::{bake, docker, flags, project::Project, ui};
+use crate::{bake, flags, project::Project, ui};
 
 impl flags::Release {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
@@ -122,15 +122,12 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
             repository_of(&image.reference),
             shown.join(", ")
         ));
-        let id = docker::image_id(&image.reference);
-        match scan::record(project, &image.reference, id.as_deref()) {
+        match scan::record(project, &image.reference, Some(&image.id)) {
             Record::Passed => {}
             Record::Blocked(n) => blocked.push(format!("{} ({n} critical or high)", image.reference)),
             Record::Unscanned(why) => unscanned.push(format!("{} ({why})", image.reference)),
         }
-        if let Some(id) = id {
-            ids.insert(image.reference.clone(), id);
-        }
+        ids.insert(image.reference.clone(), image.id.clone());
     }
     if !blocked.is_empty() {
         bail!(
