@@ -593,6 +593,14 @@ impl TestStack {
         self.command(args).output().unwrap()
     }
 
+    /// No container and no network of the stack is left.
+    fn assert_nothing_left(&self) {
+        let containers = self.containers();
+        assert!(containers.is_empty(), "containers left: {containers:?}");
+        let networks = self.networks();
+        assert!(networks.is_empty(), "networks left: {networks:?}");
+    }
+
     fn containers(&self) -> Vec<String> {
         let filter = format!("label=com.docker.compose.project={}", self.name);
         docker_ok(&["ps", "--all", "--quiet", "--filter", &filter])
@@ -731,12 +739,7 @@ fn dev_brings_the_stack_up_healthy_and_down_leaves_nothing() {
 
     let down = stack.run(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
-    assert!(
-        stack.containers().is_empty(),
-        "containers left: {:?}",
-        stack.containers()
-    );
-    assert!(stack.networks().is_empty(), "networks left: {:?}", stack.networks());
+    stack.assert_nothing_left();
 }
 
 #[test]
@@ -829,12 +832,7 @@ fn ctrl_c_in_the_foreground_takes_the_stack_down() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(
-        stack.containers().is_empty(),
-        "containers left: {:?}",
-        stack.containers()
-    );
-    assert!(stack.networks().is_empty(), "networks left: {:?}", stack.networks());
+    stack.assert_nothing_left();
 }
 
 #[test]
