@@ -498,10 +498,12 @@ impl flags::Lint {
         let m = &project.manifest;
         let mut violations = Vec::new();
         for name in &m.service_names(&self.names)? {
-            let service = &m.services[name.as_str()];
-            let file = project.root.join(service.path.get_ref()).join("Dockerfile");
-            let reference = crate::bake::service_ref(m, name, &target);
             if dry_run {
+                let file = project
+                    .root
+                    .join(m.services[name.as_str()].path.get_ref())
+                    .join("Dockerfile");
+                let reference = crate::bake::service_ref(m, name, &target);
                 println!("check {} ({target}) and every layer of {reference}", file.display());
                 continue;
             }
