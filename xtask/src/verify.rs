@@ -62,28 +62,17 @@ impl flags::Verify {
         let mut outcomes = Vec::new();
         for image in &images {
             let ran = cosign.verify_step(image).run_unchecked()?;
-            let outcome = if ran.status.success() {
-                match signed_digest(&ran.stdout) {
-                    Some(digest) => Outcome {
-                        image: image.clone(),
-                        verified: true,
-                        digest: Some(format!("{}@{digest}", release::repository_of(image))),
-                        error: None,
-                    },
-                    None => Outcome {
-                        image: image.clone(),
-                        verified: false,
-                        digest: None,
-                        error: Some("cosign said yes but named no digest".into()),
-                    },
-                }
-            } else {
-                Outcome {
-                    image: image.clone(),
-                    verified: false,
-                    digest: None,
-                    error: Some(why(&ran.stderr)),
-                }
+            // The digest the signature covers, or why there is none.
+            let checked = match (ran.status.success(), signed_digest(&ran.stdout)) {
+                (true, Some(digest)) => Ok(format!("{}@{digest}", release::repository_of(image))),
+                (true, None) => Err("cosign said yes but named no digest".to_owned()),
+                (false, _) => Err(why(&ran.stderr)),
+            };
+            let outcome = Outcome {
+                image: image.clone(),
+                verified: checked.is_ok(),
+                digest: checked.clone().ok(),
+                error: checked.err(),
             };
             if !self.json {
                 match (&outcome.digest, &outcome.error) {
