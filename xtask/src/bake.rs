@@ -443,9 +443,24 @@ pub fn to_json(def: &Definition) -> String {
     text
 }
 
-/// Whether a builder's BuildKit takes named contexts (`v0.10.0` and later).
-pub fn supports_contexts(buildkit_version: &str) -> bool {
-    crate::docker::parse_version(buildkit_version).is_some_and(|v| v >= (0, 10, 0))
+/// The local paths bake reads for `targets` that lie outside `root` (bake's working
+/// directory): secret files and contexts, each once, in order. Buildx 0.20+ builds them
+/// only when each is granted (`--allow fs.read=PATH`).
+pub fn reads_outside(definition: &Definition, targets: &[String], root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for t in targets.iter().filter_map(|name| definition.target.get(name)) {
+        let secrets = t
+            .secret
+            .iter()
+            .filter_map(|s| s.split(',').find_map(|kv| kv.strip_prefix("src=").map(PathBuf::from)));
+        let context = Some(PathBuf::from(&t.context)).filter(|c| c.is_absolute());
+        for path in secrets.chain(context) {
+            if !path.starts_with(root) && !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 /// Where `build` keeps what it generates: `.<brand>/build/`.
@@ -593,9 +608,40 @@ mod tests {
     }
 
     #[test]
-    fn named_contexts_need_buildkit_0_10() {
-        assert!(!supports_contexts("v0.8+unknown"));
-        assert!(supports_contexts("v0.12.5"));
-        assert!(supports_contexts("v0.10.0"));
+    fn reads_outside_the_checkout_are_exactly_the_secrets_and_contexts_there() {
+        let (m, inputs) = inputs(Linking::Contexts);
+        let all: Vec<String> = definition(&m, &inputs).target.keys().cloned().collect();
+        // The state directory inside the checkout: nothing to grant.
+        assert!(reads_outside(&definition(&m, &inputs), &all, &inputs.root).is_empty());
+        // Elsewhere (SLIPWAY_STATE_DIR): the two CA files and each staged context, once.
+        let state = PathBuf::from("/tmp/state");
+        let outside = Inputs {
+            context_dir: state.join("build/context"),
+            ca_file: state.join("certs/rootCA.crt"),
+            extra_ca: Some(state.join("build/extra-ca.pem")),
+            ..inputs.clone()
+        };
+        let def = definition(&m, &outside);
+        let reads = reads_outside(&def, &all, &inputs.root);
+        for secret in ["certs/rootCA.crt", "build/extra-ca.pem"] {
+            assert_eq!(
+                reads.iter().filter(|p| **p == state.join(secret)).count(),
+                1,
+                "{reads:?}"
+            );
+        }
+        for service in m.services.keys() {
+            assert!(
+                reads.contains(&state.join("build/context").join(service.get_ref())),
+                "{reads:?}"
+            );
+        }
+        assert!(reads.iter().all(|p| p.starts_with(&state)), "{reads:?}");
+        // Only what the targets asked for: os-base alone reads no staged context.
+        let os_base = reads_outside(&def, &["os-base".to_owned()], &inputs.root);
+        assert_eq!(
+            os_base,
+            [state.join("certs/rootCA.crt"), state.join("build/extra-ca.pem")]
+        );
     }
 }

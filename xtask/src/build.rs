@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::bake::{self, Inputs, Linking};
+use crate::engine::Engine;
 use crate::manifest::{Cache, Kind, TARGETS};
 use crate::{bootstrap, certs, docker, flags, git, lint, project::Project, ui};
 
@@ -64,8 +65,9 @@ pub struct Built {
     pub id: String,
     /// With `--push`: the digest of the manifest pushed, from bake's metadata file.
     pub digest: Option<String>,
-    /// With `--push`: the digest of its configuration, which is the image id of the same
-    /// image in the local store.
+    /// The digest of its configuration (bake's metadata, kept in the up-to-date stamp):
+    /// the same image has the same one in either image store and in a registry, where
+    /// the image id of the containerd store is its manifest's digest instead.
     pub config_digest: Option<String>,
 }
 
@@ -87,25 +89,21 @@ pub fn build(
             ca_file.display()
         )
     })?;
-    if let Err(err) = docker::engine_version() {
-        bail!("the Docker engine is not reachable ({err}): {}", docker::START_ENGINE);
-    }
     let builder = m.build.builder.as_deref();
-    let info = docker::builder_info(builder).ok_or_else(|| {
-        anyhow::anyhow!("the buildx builder does not answer: run `docker buildx ls`, then `cargo xtask doctor`")
-    })?;
-    let (buildkit, driver) = (info.buildkit, info.driver);
-    let linking = if bake::supports_contexts(&buildkit) {
+    let engine = Engine::probe(project, builder)?;
+    let caps = &engine.capabilities;
+    let linking = if caps.named_contexts.ok {
         Linking::Contexts
     } else {
         Linking::Layers
     };
-    if m.build.cache != Cache::None && driver == "docker" {
+    if m.build.cache != Cache::None && !caps.cache_export.ok {
         bail!(
-            "build.cache in {} asks for an exported cache, which the `docker` driver cannot write: create a \
-             docker-container builder (`docker buildx create --use --driver docker-container`) and name it in \
-             build.builder, or set cache = {{ type = \"none\" }}",
-            project.manifest_path.display()
+            "build.cache in {} asks for an exported cache, which this builder cannot write ({}): use the \
+             containerd image store, or create a docker-container builder (`docker buildx create --use --driver \
+             docker-container`) and name it in build.builder; or set cache = {{ type = \"none\" }}",
+            project.manifest_path.display(),
+            caps.cache_export.why
         );
     }
     let state = project.state_dir();
@@ -153,6 +151,7 @@ pub fn build(
             bake_file.display().to_string(),
             "--print".into(),
         ];
+        args.extend(allow_reads(&engine, &definition, &all, &project.root));
         args.extend(all);
         let step = docker::step(
             "show what bake resolves",
@@ -211,7 +210,14 @@ pub fn build(
         }
         args.extend(["--file".into(), bake_file.display().to_string()]);
         args.extend(["--metadata-file".into(), meta.display().to_string()]);
-        args.push(if push { "--push".into() } else { "--load".into() });
+        args.extend(allow_reads(&engine, &definition, batch, &project.root));
+        if push {
+            args.push("--push".into());
+        } else {
+            // A provenance attestation carries the build's time: on the containerd store
+            // it would give every rebuild, even a fully cached one, a new image id.
+            args.extend(["--provenance=false".into(), "--load".into()]);
+        }
         args.extend(batch.iter().cloned());
         let what = if linking == Linking::Layers {
             format!("bake layer {}: {}", i + 1, batch.join(", "))
@@ -240,7 +246,8 @@ pub fn build(
     }
     if linking == Linking::Layers {
         ui::note(&format!(
-            "BuildKit {buildkit} takes no named contexts: building in layers, bases first"
+            "the builder takes no named contexts ({}): building in layers, bases first",
+            caps.named_contexts.why
         ));
     }
     plan.execute(false)?;
@@ -266,7 +273,7 @@ pub fn build(
             })?;
             (Some(digest), meta_field(entry, "containerimage.config.digest"))
         } else {
-            (None, None)
+            (None, meta_field(entry, "containerimage.config.digest"))
         };
         // A builder that pushes without loading (docker-container) leaves nothing to
         // inspect: the policy was checked on the loaded image before the push.
@@ -314,10 +321,28 @@ pub fn build(
     if let Some(hash) = inputs_hash {
         // The ids were read with each image's configuration above.
         let images: BTreeMap<&str, &str> = built.iter().map(|b| (b.reference.as_str(), b.id.as_str())).collect();
-        let stamp = serde_json::json!({ "inputs": hash, "images": images });
+        let configs: BTreeMap<&str, &str> = built
+            .iter()
+            .filter_map(|b| Some((b.reference.as_str(), b.config_digest.as_deref()?)))
+            .collect();
+        let stamp = serde_json::json!({ "inputs": hash, "images": images, "configs": configs });
         write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
     }
     Ok(built)
+}
+
+/// `--allow=fs.read=PATH` for each file or directory outside the checkout that bake
+/// reads for `targets` (a state directory elsewhere: secrets, staged contexts), where
+/// buildx checks bake's filesystem entitlements. Exactly those paths, never a blanket
+/// switch.
+fn allow_reads(engine: &Engine, definition: &bake::Definition, targets: &[String], root: &Path) -> Vec<String> {
+    if !engine.bake_checks_fs() {
+        return Vec::new();
+    }
+    bake::reads_outside(definition, targets, root)
+        .into_iter()
+        .map(|p| format!("--allow=fs.read={}", p.display()))
+        .collect()
 }
 
 /// SHA-256 over everything a build reads: the bake definition, every file of every
@@ -409,6 +434,7 @@ fn up_to_date(stamp_file: &Path, hash: &str, refs: &[String]) -> Result<Option<V
             reference: reference.clone(),
             size,
             id,
+            config_digest: stamp["configs"][reference].as_str().map(str::to_owned),
             ..Built::default()
         });
     }

@@ -67,6 +67,7 @@ impl flags::Dev {
         ui::step(&format!("build the {target} images (what changed)"));
         build::build(project, &[], &target, None, build::Mode::default())?;
         stack.remember(project)?;
+        let stack = stack.with_start_interval(project)?;
 
         let started = Instant::now();
         let up = stack

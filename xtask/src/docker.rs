@@ -30,8 +30,24 @@ pub fn cli_present() -> bool {
     crate::plan::find_program("docker").is_some()
 }
 
-/// The engine's version, or one line saying why it cannot be reached.
+/// The engine's version, or one line saying why it cannot be reached: asked once per
+/// process.
 pub fn engine_version() -> Result<String, String> {
+    static VERSION: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    VERSION.get_or_init(ask_engine_version).clone()
+}
+
+/// Whether the engine runs health checks at their own interval during the start period
+/// when asked (`--health-start-interval`, `start_interval`: Docker 25+, API 1.44). Older
+/// engines refuse the setting; newer ones default it to 5 s.
+pub fn has_start_interval() -> bool {
+    engine_version()
+        .ok()
+        .and_then(|v| parse_version(&v))
+        .is_some_and(|v| v >= (25, 0, 0))
+}
+
+fn ask_engine_version() -> Result<String, String> {
     if !cli_present() {
         return Err(
             "the `docker` CLI is not on PATH: install Docker Engine (Debian: `apt-get install docker.io`)".into(),
@@ -65,11 +81,6 @@ pub fn buildx_version() -> Option<String> {
         .map(|v| v.trim_start_matches('v').to_owned())
 }
 
-/// The BuildKit version of the current builder (needs the engine).
-pub fn buildkit_version(builder: Option<&str>) -> Option<String> {
-    builder_info(builder).map(|b| b.buildkit)
-}
-
 /// What `docker buildx inspect` says of a builder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuilderInfo {
@@ -100,6 +111,20 @@ pub fn compose_version() -> Option<String> {
         .ok()
         .filter(|r| r.status.success())?;
     Some(ran.stdout.trim().trim_start_matches('v').to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The engine's image store: the containerd store reports the snapshotter as its
+/// driver type.
+pub fn image_store() -> crate::engine::Store {
+    let containerd = query(&["info", "--format", "{{json .DriverStatus}}"], 15)
+        .ok()
+        .filter(|r| r.status.success())
+        .is_some_and(|r| r.stdout.contains("io.containerd.snapshotter"));
+    if containerd {
+        crate::engine::Store::Containerd
+    } else {
+        crate::engine::Store::Classic
+    }
 }
 
 /// The engine's data directory, for the disk check.
@@ -145,10 +170,19 @@ pub fn inspect_image(reference: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// `docker save` an image and scan every layer of it (`lint::scan_archive`).
-pub fn save_and_scan(reference: &str, prod: bool) -> anyhow::Result<crate::lint::Scan> {
+/// `layers` are the image's diff ids (`RootFS.Layers`), each of which must be read.
+pub fn save_and_scan(reference: &str, prod: bool, layers: &[String]) -> anyhow::Result<crate::lint::Scan> {
     step(format!("save {reference}"), &["save", reference])
         .timeout(Duration::from_secs(600))
-        .pipe(|out| crate::lint::scan_archive(out, prod))
+        .pipe(|out| crate::lint::scan_archive(out, prod, layers))
+}
+
+/// The uncompressed and compressed sizes of an image (`docker save`, read by
+/// `lint::layer_sizes`): the same figures on either image store.
+pub fn image_sizes(reference: &str) -> anyhow::Result<crate::lint::Sizes> {
+    step(format!("save {reference}"), &["save", reference])
+        .timeout(Duration::from_secs(600))
+        .pipe(|out| crate::lint::layer_sizes(out))
 }
 
 /// `docker run --detach --name NAME` of `reference` as the host user, with the
@@ -162,6 +196,7 @@ pub fn run_with_certs(name: &str, certs: &std::path::Path, extra: &[&str], refer
         format!("start {reference}"),
         &["run", "--detach", "--name", name, "--user", &user, "--volume", &mount],
     )
+    .args(has_start_interval().then_some("--health-start-interval=1s"))
     .args(extra.iter().copied())
     .arg(reference)
     .output(Output::Capture)

@@ -58,9 +58,9 @@ impl flags::Doctor {
                     Status::Warn => "warn",
                     Status::Fail => "fail",
                 };
-                println!("{} {:<11} {}", ui::mark(status), c.name, c.detail);
+                println!("{} {:<19} {}", ui::mark(status), c.name, c.detail);
                 if let Some(fix) = &c.fix {
-                    println!("     {:<11} fix: {fix}", "");
+                    println!("     {:<19} fix: {fix}", "");
                 }
             }
         }
@@ -127,27 +127,10 @@ pub fn checks() -> Vec<Check> {
             MIN_COMPOSE,
             "install compose v2 (Debian: `apt-get install docker-compose`; or Docker's docker-compose-plugin)",
         ));
-        if engine.is_ok() {
-            out.push(match docker::buildkit_version(None) {
-                Some(v) if crate::bake::supports_contexts(&v) => check(
-                    "buildkit",
-                    Status::Ok,
-                    format!("BuildKit {v}: secret and cache mounts, named contexts (one bake)"),
-                    None,
-                ),
-                Some(v) => check(
-                    "buildkit",
-                    Status::Ok,
-                    format!("BuildKit {v}: secret and cache mounts; no named contexts, so `build` bakes in layers"),
-                    None,
-                ),
-                None => check(
-                    "buildkit",
-                    Status::Fail,
-                    "the current buildx builder does not answer",
-                    Some("run `docker buildx ls`; `docker buildx use default` selects the engine's own builder"),
-                ),
-            });
+        if engine.is_ok()
+            && let Ok(p) = &project
+        {
+            out.extend(builder_checks(p));
         }
     }
 
@@ -175,6 +158,50 @@ pub fn checks() -> Vec<Check> {
             out.push(disk_check("engine disk", Path::new(&dir)));
         }
         out.extend(port_checks(project));
+    }
+    out
+}
+
+/// The builder, the image store and each capability (probed by builds, remembered in the
+/// state directory), with what a missing one costs.
+fn builder_checks(project: &Project) -> Vec<Check> {
+    let builder = project.manifest.build.builder.as_deref();
+    let engine = match crate::engine::Engine::probe(project, builder) {
+        Ok(engine) => engine,
+        Err(err) => {
+            return vec![check(
+                "builder",
+                Status::Fail,
+                format!("{err:#}"),
+                Some("run `docker buildx ls`; `docker buildx use default` selects the engine's own builder"),
+            )];
+        }
+    };
+    let mut out = vec![
+        check(
+            "image store",
+            Status::Ok,
+            format!("{} (engine {})", engine.store.name(), engine.version),
+            None,
+        ),
+        check(
+            "builder",
+            Status::Ok,
+            format!(
+                "{} (driver {}, BuildKit {})",
+                engine.builder.as_deref().unwrap_or("current"),
+                engine.driver,
+                engine.buildkit
+            ),
+            None,
+        ),
+    ];
+    for (name, probe, cost) in engine.capabilities.each() {
+        out.push(if probe.ok {
+            check(name, Status::Ok, "yes", None)
+        } else {
+            check(name, Status::Warn, format!("no ({}): {cost}", probe.why), None)
+        });
     }
     out
 }

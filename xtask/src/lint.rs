@@ -272,6 +272,9 @@ pub struct Scan {
     pub violations: Vec<String>,
     /// Paths in the image, for the caller's own checks.
     pub files: usize,
+    /// The layers read, in the image's order: each one's diff id (`sha256:` of its
+    /// uncompressed tar), as `docker image inspect` lists them in `RootFS.Layers`.
+    pub layers: Vec<String>,
 }
 
 /// Tools a prod image must not carry (it needs no compiler or language package manager).
@@ -287,58 +290,94 @@ const PROD_FORBIDDEN: &[&str] = &[
     "usr/bin/uv",
 ];
 
-/// Scan the `docker save` archive read from `archive`. Every layer is searched for
-/// private keys and secret-mount stubs (what a layer holds leaks even when a later layer
-/// deletes it); with `prod`, the merged filesystem (later layers over earlier ones,
-/// whiteouts applied) is checked for compilers, package managers and setuid/setgid files.
-pub fn scan_archive(archive: impl Read, prod: bool) -> Result<Scan> {
+/// One layer of the archive, read whole: its diff id and its (path, mode) entries.
+struct Layer {
+    diff_id: String,
+    entries: Vec<(String, u32)>,
+}
+
+/// Scan the `docker save` archive read from `archive`, in either layout: the classic
+/// store's (`<id>/layer.tar`, uncompressed) or the containerd store's OCI layout
+/// (`blobs/sha256/<digest>`, gzip or zstd). Every layer is searched for private keys and
+/// secret-mount stubs (what a layer holds leaks even when a later layer deletes it); with
+/// `prod`, the merged filesystem (later layers over earlier ones, whiteouts applied) is
+/// checked for compilers, package managers and setuid/setgid files.
+///
+/// `expected` is the image's `RootFS.Layers`: every one of them must be read (same count,
+/// same diff ids, same order), or the scan reports the layer it could not read. A scan
+/// that read nothing is never a pass.
+pub fn scan_archive(archive: impl Read, prod: bool, expected: &[String]) -> Result<Scan> {
     let mut scan = Scan::default();
-    let mut outer = TarReader::new(archive);
-    // Each layer's (path, mode) entries, by the layer's name in the archive.
-    let mut layers: std::collections::HashMap<String, Vec<(String, u32)>> = Default::default();
-    let mut order: Vec<String> = Vec::new();
-    while let Some((name, _, data)) = outer.next_entry()? {
+    let mut outer = tar::Archive::new(archive);
+    let mut layers: std::collections::HashMap<String, Layer> = Default::default();
+    let mut unreadable: std::collections::HashMap<String, String> = Default::default();
+    let mut manifest = None;
+    for entry in outer.entries().context("reading the `docker save` archive")? {
+        let entry = entry.context("reading the `docker save` archive")?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let mut input = std::io::BufReader::with_capacity(1 << 16, entry);
         if name == "manifest.json" {
-            let manifest: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
-            order = manifest[0]["Layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l.as_str().map(str::to_owned))
-                .collect();
+            let mut data = Vec::new();
+            input.read_to_end(&mut data)?;
+            manifest = Some(serde_json::from_slice::<serde_json::Value>(&data).context("reading manifest.json")?);
             continue;
         }
-        let is_layer = name.ends_with("layer.tar") || name.starts_with("blobs/sha256/");
-        if !is_layer || data.len() < 512 {
+        if !(name.ends_with("/layer.tar") || name.starts_with("blobs/")) {
             continue;
         }
-        let mut entries = Vec::new();
-        let mut inner = TarReader::new(&data[..]);
-        // An OCI blob may be a config or a manifest, not a tar: stop at the first error.
-        while let Ok(Some((path, mode, content))) = inner.next_entry() {
-            scan.files += 1;
-            let path = path.trim_start_matches("./").to_owned();
-            if path.starts_with("run/secrets/") && path != "run/secrets/" {
-                scan.violations
-                    .push(format!("{path} is left in a layer ({name}): a secret mount's stub"));
+        match read_layer(&mut input, &name, &mut scan) {
+            Ok(Some(layer)) => {
+                layers.insert(name, layer);
             }
-            if holds_private_key(&content) {
-                scan.violations
-                    .push(format!("{path} in layer {name} holds a private key"));
+            Ok(None) => {}
+            Err(err) => {
+                unreadable.insert(name, format!("{err:#}"));
             }
-            entries.push((path, mode));
         }
-        layers.insert(name, entries);
+    }
+    let manifest = manifest.ok_or_else(|| anyhow::anyhow!("the `docker save` archive has no manifest.json"))?;
+    let order: Vec<String> = manifest[0]["Layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str().map(str::to_owned))
+        .collect();
+    // Every layer the image lists must have been read, and be the layer inspect names.
+    let mut merged_from = Vec::new();
+    for (i, name) in order.iter().enumerate() {
+        let which = format!("layer {} of {} ({name})", i + 1, order.len());
+        match (layers.get(name), unreadable.get(name)) {
+            (Some(layer), _) => {
+                if let Some(want) = expected.get(i).filter(|want| **want != layer.diff_id) {
+                    scan.violations.push(format!(
+                        "{which} reads as {} where the image lists {want}: it was not read whole",
+                        layer.diff_id
+                    ));
+                }
+                scan.layers.push(layer.diff_id.clone());
+                merged_from.push(layer);
+            }
+            (None, Some(err)) => scan.violations.push(format!("{which} could not be read: {err}")),
+            (None, None) => scan
+                .violations
+                .push(format!("{which} is listed in manifest.json but not in the archive")),
+        }
+    }
+    if !expected.is_empty() && order.len() != expected.len() {
+        scan.violations.push(format!(
+            "the archive lists {} layers where the image has {}: every layer must be scanned",
+            order.len(),
+            expected.len()
+        ));
+    }
+    if scan.files == 0 {
+        scan.violations
+            .push("no file was found in any layer: nothing was scanned, so nothing is known".to_owned());
     }
     if prod {
-        if order.is_empty() {
-            let mut names: Vec<String> = layers.keys().cloned().collect();
-            names.sort();
-            order = names;
-        }
         let mut merged: std::collections::BTreeMap<String, u32> = Default::default();
-        for layer in order.iter().filter_map(|name| layers.get(name)) {
-            for (path, mode) in layer {
+        for layer in merged_from {
+            for (path, mode) in &layer.entries {
                 let (dir, file) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, f)| (d, f));
                 if file == ".wh..wh..opq" {
                     let prefix = format!("{dir}/");
@@ -367,6 +406,158 @@ pub fn scan_archive(archive: impl Read, prod: bool) -> Result<Scan> {
         }
     }
     Ok(scan)
+}
+
+/// A blob of a `docker save` archive as an uncompressed tar stream, and whether it was
+/// stored compressed (gzip or zstd); `None` for JSON (configs, manifests, indexes).
+fn open_layer<'a>(input: &'a mut impl std::io::BufRead) -> Result<Option<(Box<dyn Read + 'a>, bool)>> {
+    let head = input.fill_buf()?;
+    Ok(Some(match head {
+        [] | [b'{' | b'[', ..] => return Ok(None),
+        [0x1f, 0x8b, ..] => (Box::new(flate2::read::MultiGzDecoder::new(input)), true),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => (
+            Box::new(
+                ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| anyhow::anyhow!("a bad zstd frame: {e}"))?,
+            ),
+            true,
+        ),
+        _ => (Box::new(input), false),
+    }))
+}
+
+/// An image's size measured the same way in either image store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// The root filesystem: every layer's tar, uncompressed.
+    pub rootfs: u64,
+    /// What a push sends and a pull fetches: every layer gzip-compressed (as the
+    /// containerd store keeps it; compressed here, at gzip's default level, where the
+    /// classic store keeps layers uncompressed).
+    pub transfer: u64,
+}
+
+/// The [`Sizes`] of the image in a `docker save` archive (the layers its manifest.json
+/// lists, whatever else the archive holds).
+pub fn layer_sizes(archive: impl Read) -> Result<Sizes> {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut outer = tar::Archive::new(archive);
+    let mut blobs: std::collections::HashMap<String, Sizes> = Default::default();
+    let mut listed: Vec<String> = Vec::new();
+    for entry in outer.entries()? {
+        let entry = entry?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let stored = entry.size();
+        let mut input = std::io::BufReader::with_capacity(1 << 16, entry);
+        if name == "manifest.json" {
+            let manifest: serde_json::Value = serde_json::from_reader(input)?;
+            listed = manifest[0]["Layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str().map(str::to_owned))
+                .collect();
+            continue;
+        }
+        let Some((mut tar, compressed)) = open_layer(&mut input)? else {
+            continue;
+        };
+        let sizes = if compressed {
+            let rootfs = std::io::copy(&mut tar, &mut std::io::sink())?;
+            Sizes {
+                rootfs,
+                transfer: stored,
+            }
+        } else {
+            let mut gz = flate2::write::GzEncoder::new(Count(0), flate2::Compression::default());
+            let rootfs = std::io::copy(&mut tar, &mut gz)?;
+            Sizes {
+                rootfs,
+                transfer: gz.finish()?.0,
+            }
+        };
+        blobs.insert(name, sizes);
+    }
+    let mut total = Sizes::default();
+    for name in &listed {
+        let s = blobs
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("the layer {name} listed in manifest.json is not in the archive"))?;
+        total.rootfs += s.rootfs;
+        total.transfer += s.transfer;
+    }
+    Ok(total)
+}
+
+/// A reader that hashes what passes through it (a layer's diff id is the SHA-256 of its
+/// uncompressed tar).
+struct Hashing<R> {
+    inner: R,
+    sha: ring::digest::Context,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Read one blob of the archive as a layer: uncompress it (gzip, zstd, or none), scan
+/// every file, and hash it. `None` for a blob that is not a layer (an OCI config, manifest
+/// or index is JSON).
+fn read_layer(input: &mut impl std::io::BufRead, name: &str, scan: &mut Scan) -> Result<Option<Layer>> {
+    let Some((tar, _)) = open_layer(input)? else {
+        return Ok(None);
+    };
+    let mut archive = tar::Archive::new(Hashing {
+        inner: tar,
+        sha: ring::digest::Context::new(&ring::digest::SHA256),
+    });
+    let mut entries = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        scan.files += 1;
+        let path = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_start_matches("./")
+            .to_owned();
+        let mode = entry.header().mode().unwrap_or(0);
+        if path.starts_with("run/secrets/") && path != "run/secrets/" {
+            scan.violations
+                .push(format!("{path} is left in a layer ({name}): a secret mount's stub"));
+        }
+        if entry.header().entry_type().is_file() {
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content)?;
+            if holds_private_key(&content) {
+                scan.violations
+                    .push(format!("{path} in layer {name} holds a private key"));
+            }
+        }
+        entries.push((path, mode));
+    }
+    // The tar's end blocks (and any padding after them) are part of the diff id.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink())?;
+    let diff_id = format!(
+        "sha256:{}",
+        rest.sha
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    Ok(Some(Layer { diff_id, entries }))
 }
 
 /// Whether `content` holds a PEM private key: a `-----BEGIN ... PRIVATE KEY-----` line
@@ -412,69 +603,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-/// A minimal tar reader (ustar, GNU long names, PAX paths): entries as
-/// (path, mode, content).
-struct TarReader<R> {
-    inner: R,
-    long_name: Option<String>,
-}
-
-impl<R: Read> TarReader<R> {
-    fn new(inner: R) -> Self {
-        TarReader { inner, long_name: None }
-    }
-
-    fn next_entry(&mut self) -> Result<Option<(String, u32, Vec<u8>)>> {
-        loop {
-            let mut header = [0u8; 512];
-            if let Err(err) = self.inner.read_exact(&mut header) {
-                if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                    return Ok(None);
-                }
-                return Err(err.into());
-            }
-            if header.iter().all(|b| *b == 0) {
-                return Ok(None);
-            }
-            let field = |range: std::ops::Range<usize>| {
-                let raw = &header[range];
-                let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-                String::from_utf8_lossy(&raw[..end]).trim().to_owned()
-            };
-            let size = u64::from_str_radix(&field(124..136), 8).context("a tar header with a bad size")?;
-            let mode = u32::from_str_radix(&field(100..108), 8).unwrap_or(0);
-            let kind = header[156];
-            let mut name = field(0..100);
-            let prefix = field(345..500);
-            if !prefix.is_empty() && &header[257..262] == b"ustar" {
-                name = format!("{prefix}/{name}");
-            }
-            let mut content = vec![0u8; size as usize];
-            self.inner.read_exact(&mut content)?;
-            let pad = (512 - (size % 512)) % 512;
-            std::io::copy(&mut (&mut self.inner).take(pad), &mut std::io::sink())?;
-            match kind {
-                b'L' => {
-                    self.long_name = Some(String::from_utf8_lossy(&content).trim_end_matches('\0').to_owned());
-                    continue;
-                }
-                b'x' => {
-                    let pax = String::from_utf8_lossy(&content);
-                    self.long_name = pax
-                        .lines()
-                        .find_map(|l| l.split_once(" path=").map(|(_, p)| p.to_owned()));
-                    continue;
-                }
-                b'g' => continue,
-                _ => {}
-            }
-            let name = self.long_name.take().unwrap_or(name);
-            let content = if kind == b'0' || kind == 0 { content } else { Vec::new() };
-            return Ok(Some((name, mode, content)));
-        }
-    }
-}
-
 /// The whole policy for one service's image at `target`: its Dockerfile, the built
 /// image's configuration, and every layer. Each violation is prefixed with the service.
 pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<String>> {
@@ -486,8 +614,19 @@ pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<St
     let inspect = crate::docker::inspect_image(&reference)
         .with_context(|| format!("build it first: `cargo xtask build {name} --target {target}`"))?;
     violations.extend(image_config(&inspect, target));
-    let scan = crate::docker::save_and_scan(&reference, target == "prod")?;
-    ui::note(&format!("{reference}: {} files in its layers scanned", scan.files));
+    let layers: Vec<String> = inspect["RootFS"]["Layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str().map(str::to_owned))
+        .collect();
+    let scan = crate::docker::save_and_scan(&reference, target == "prod", &layers)?;
+    ui::note(&format!(
+        "{reference}: {} files in {} of its {} layers scanned",
+        scan.files,
+        scan.layers.len(),
+        layers.len()
+    ));
     violations.extend(scan.violations);
     Ok(violations.into_iter().map(|v| format!("{name}: {v}")).collect())
 }
@@ -608,40 +747,84 @@ CMD /app/gateway
     }
 
     fn tar(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut builder = tar::Builder::new(Vec::new());
         for (name, mode, content) in entries {
-            let mut h = [0u8; 512];
-            h[..name.len()].copy_from_slice(name.as_bytes());
-            h[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
-            h[124..135].copy_from_slice(format!("{:011o}", content.len()).as_bytes());
-            h[156] = b'0';
-            h[257..262].copy_from_slice(b"ustar");
-            out.extend_from_slice(&h);
-            out.extend_from_slice(content);
-            out.resize(out.len().div_ceil(512) * 512, 0);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(*mode);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(&mut header, name, *content).unwrap();
         }
-        out.resize(out.len() + 1024, 0);
-        out
+        builder.into_inner().unwrap()
     }
+
+    fn diff_id(layer: &[u8]) -> String {
+        let sha = ring::digest::digest(&ring::digest::SHA256, layer);
+        format!(
+            "sha256:{}",
+            sha.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    }
+
+    /// A `docker save` archive of the classic store: `<n>/layer.tar`, uncompressed.
+    fn classic(layers: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
+        let names: Vec<String> = (0..layers.len()).map(|i| format!("{i}/layer.tar")).collect();
+        let manifest = serde_json::json!([{ "Config": "config.json", "Layers": names }]).to_string();
+        let mut entries: Vec<(&str, u32, &[u8])> = vec![("manifest.json", 0o644, manifest.as_bytes())];
+        entries.extend(names.iter().zip(layers).map(|(n, l)| (n.as_str(), 0o644, *l)));
+        (tar(&entries), layers.iter().map(|l| diff_id(l)).collect())
+    }
+
+    /// One of the containerd store's: an OCI layout whose blobs are compressed layers,
+    /// JSON documents beside them, and manifest.json after the blobs.
+    fn oci(layers: &[(&[u8], &str)]) -> (Vec<u8>, Vec<String>) {
+        let blobs: Vec<Vec<u8>> = layers
+            .iter()
+            .map(|(layer, how)| match *how {
+                "gzip" => {
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    std::io::Write::write_all(&mut gz, layer).unwrap();
+                    gz.finish().unwrap()
+                }
+                "zstd" => ruzstd::encoding::compress_to_vec(*layer, ruzstd::encoding::CompressionLevel::Fastest),
+                _ => layer.to_vec(),
+            })
+            .collect();
+        let names: Vec<String> = blobs
+            .iter()
+            .map(|b| format!("blobs/sha256/{}", &diff_id(b)[7..]))
+            .collect();
+        let config = br#"{"architecture":"amd64","rootfs":{"type":"layers"}}"#;
+        let manifest = serde_json::json!([{ "Config": "blobs/sha256/config", "Layers": names }]).to_string();
+        let mut entries: Vec<(&str, u32, &[u8])> = vec![("blobs/sha256/config", 0o644, config)];
+        entries.extend(names.iter().zip(&blobs).map(|(n, b)| (n.as_str(), 0o644, &b[..])));
+        entries.push(("index.json", 0o644, b"{}"));
+        entries.push(("manifest.json", 0o644, manifest.as_bytes()));
+        (tar(&entries), layers.iter().map(|(l, _)| diff_id(l)).collect())
+    }
+
+    const KEY: &[u8] =
+        b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
 
     #[test]
     fn the_layer_scan_finds_keys_stubs_and_tools() {
         let layer = tar(&[
             ("etc/hostname", 0o644, b"x"),
-            (
-                "app/leak.pem",
-                0o600,
-                b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n",
-            ),
+            ("app/leak.pem", 0o600, KEY),
             // A PEM parser's string constant is not a key.
-            ("usr/lib/libpem.so", 0o644, b"\x00-----BEGIN RSA PRIVATE KEY-----\x00-----END"),
+            (
+                "usr/lib/libpem.so",
+                0o644,
+                b"\x00-----BEGIN RSA PRIVATE KEY-----\x00-----END",
+            ),
             ("run/secrets/root-ca", 0o600, b""),
             ("usr/bin/gcc", 0o755, b"ELF"),
             ("usr/bin/su", 0o4755, b"ELF"),
         ]);
-        let archive = tar(&[("manifest.json", 0o644, b"[]"), ("abc/layer.tar", 0o644, &layer)]);
-        let scan = scan_archive(&archive[..], true).unwrap();
+        let (archive, ids) = classic(&[&layer]);
+        let scan = scan_archive(&archive[..], true, &ids).unwrap();
         assert_eq!(scan.files, 6);
+        assert_eq!(scan.layers, ids);
         let v = scan.violations.join("\n");
         assert!(!v.contains("libpem"), "{v}");
         for needle in [
@@ -655,16 +838,74 @@ CMD /app/gateway
         // A later layer that removes the setuid bit, and one that deletes gcc: clean, in
         // the merged view; the key in an early layer still counts.
         let fixed = tar(&[("usr/bin/su", 0o755, b"ELF"), ("usr/bin/.wh.gcc", 0o644, b"")]);
-        let manifest = br#"[{"Layers": ["abc/layer.tar", "def/layer.tar"]}]"#;
-        let archive = tar(&[
-            ("abc/layer.tar", 0o644, &layer),
-            ("def/layer.tar", 0o644, &fixed),
-            ("manifest.json", 0o644, manifest),
-        ]);
-        let v = scan_archive(&archive[..], true).unwrap().violations.join("\n");
+        let (archive, ids) = classic(&[&layer, &fixed]);
+        let v = scan_archive(&archive[..], true, &ids).unwrap().violations.join("\n");
         assert!(!v.contains("usr/bin/su") && !v.contains("usr/bin/gcc"), "{v}");
         assert!(v.contains("app/leak.pem"), "{v}");
-        let clean = tar(&[("abc/layer.tar", 0o644, &tar(&[("etc/hostname", 0o644, b"x")]))]);
-        assert!(scan_archive(&clean[..], true).unwrap().violations.is_empty());
+        let (clean, ids) = classic(&[&tar(&[("etc/hostname", 0o644, b"x")])]);
+        let scan = scan_archive(&clean[..], true, &ids).unwrap();
+        assert!(scan.violations.is_empty(), "{:?}", scan.violations);
+    }
+
+    #[test]
+    fn compressed_oci_layers_are_read_whole() {
+        let base = tar(&[("etc/hostname", 0o644, b"x"), ("usr/bin/env", 0o755, b"ELF")]);
+        let planted = tar(&[("tmp/leak.key", 0o600, KEY)]);
+        let deleted = tar(&[("tmp/.wh.leak.key", 0o644, b"")]);
+        // The key sits in a zstd layer that a later gzip layer deletes: still found.
+        let (archive, ids) = oci(&[(&base, "gzip"), (&planted, "zstd"), (&deleted, "gzip")]);
+        let scan = scan_archive(&archive[..], true, &ids).unwrap();
+        assert_eq!(scan.layers, ids, "every layer is read, in order");
+        assert_eq!(scan.files, 4);
+        let v = scan.violations.join("\n");
+        assert!(v.contains("tmp/leak.key") && v.contains("private key"), "{v}");
+        // Without the key, the same layout passes.
+        let (archive, ids) = oci(&[(&base, "gzip"), (&deleted, "zstd")]);
+        let scan = scan_archive(&archive[..], true, &ids).unwrap();
+        assert!(scan.violations.is_empty(), "{:?}", scan.violations);
+    }
+
+    #[test]
+    fn sizes_mean_the_same_in_both_layouts() {
+        let layer = tar(&[("etc/data", 0o644, &[7u8; 100_000][..])]);
+        let (classic, _) = classic(&[&layer]);
+        let (oci, _) = oci(&[(&layer, "gzip")]);
+        let a = layer_sizes(&classic[..]).unwrap();
+        let b = layer_sizes(&oci[..]).unwrap();
+        assert_eq!(a.rootfs, layer.len() as u64);
+        assert_eq!(b.rootfs, layer.len() as u64);
+        // Both compressed: a few hundred bytes of a repeated byte, not 100 kB.
+        assert!(a.transfer < 2_000 && b.transfer < 2_000, "{a:?} {b:?}");
+    }
+
+    #[test]
+    fn a_layer_not_read_is_a_failure_never_a_pass() {
+        let base = tar(&[("etc/hostname", 0o644, b"x")]);
+        let (archive, mut ids) = oci(&[(&base, "gzip")]);
+        // The image lists one more layer than the archive holds.
+        ids.push("sha256:feed".into());
+        let v = scan_archive(&archive[..], false, &ids).unwrap().violations.join("\n");
+        assert!(v.contains("lists 1 layers where the image has 2"), "{v}");
+        // A layer whose content is not the one the image names.
+        let other = tar(&[("etc/passwd", 0o644, b"root")]);
+        let (archive, _) = oci(&[(&other, "gzip")]);
+        let v = scan_archive(&archive[..], false, &ids[..1])
+            .unwrap()
+            .violations
+            .join("\n");
+        assert!(v.contains("layer 1 of 1") && v.contains("not read whole"), "{v}");
+        // A truncated gzip layer is named.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &base).unwrap();
+        let mut blob = gz.finish().unwrap();
+        blob.truncate(blob.len() / 2);
+        let manifest = br#"[{"Layers": ["blobs/sha256/cut"]}]"#;
+        let archive = tar(&[("blobs/sha256/cut", 0o644, &blob), ("manifest.json", 0o644, manifest)]);
+        let v = scan_archive(&archive[..], false, &[]).unwrap().violations.join("\n");
+        assert!(v.contains("layer 1 of 1 (blobs/sha256/cut) could not be read"), "{v}");
+        // An archive with no file in any layer scanned nothing: that fails.
+        let (empty, ids) = oci(&[(&tar(&[]), "gzip")]);
+        let v = scan_archive(&empty[..], false, &ids).unwrap().violations.join("\n");
+        assert!(v.contains("nothing was scanned"), "{v}");
     }
 }

@@ -16,6 +16,7 @@ mod dev;
 mod docker;
 mod doctor;
 mod down;
+mod engine;
 mod flags;
 mod git;
 mod lint;

@@ -127,7 +127,12 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
             Record::Blocked(n) => blocked.push(format!("{} ({n} critical or high)", image.reference)),
             Record::Unscanned(why) => unscanned.push(format!("{} ({why})", image.reference)),
         }
-        ids.insert(image.reference.clone(), image.id.clone());
+        // What identifies this image in the registry: its configuration's digest (on the
+        // classic store that is also its id).
+        ids.insert(
+            image.reference.clone(),
+            image.config_digest.clone().unwrap_or_else(|| image.id.clone()),
+        );
     }
     if !blocked.is_empty() {
         bail!(
@@ -269,6 +274,20 @@ pub struct Cosign {
     pub insecure: bool,
 }
 
+/// Whether the installed cosign signs through a signing config (`--use-signing-config`,
+/// cosign 2.6+, the default in 3): its help says so. Asked once; no cosign, no flag.
+fn cosign_has_signing_config() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        Step::new("cosign sign --help", "cosign")
+            .args(["sign", "--help"])
+            .output(Output::Capture)
+            .timeout(Duration::from_secs(15))
+            .run_unchecked()
+            .is_ok_and(|ran| ran.stdout.contains("--use-signing-config") || ran.stderr.contains("--use-signing-config"))
+    })
+}
+
 impl Cosign {
     fn base(project: &Project) -> Cosign {
         let r = &project.manifest.release;
@@ -383,6 +402,11 @@ impl Cosign {
     pub fn sign_step(&self, image: &str) -> Step {
         let mut step = self.common(Step::new(format!("sign {image}"), "cosign").args(["sign", "--yes"]));
         if !self.tlog {
+            // cosign 3 signs through a signing config by default, which names a log: it
+            // must be turned off for a signature without one. Older cosign lacks the flag.
+            if cosign_has_signing_config() {
+                step = step.arg("--use-signing-config=false");
+            }
             step = step.arg("--tlog-upload=false");
         }
         step.arg(image)
@@ -500,6 +524,12 @@ mod tests {
         assert_eq!(c.key.as_deref(), Some(key.as_str()));
         assert!(!c.tlog && c.insecure, "{c:?}");
         let step = c.sign_step("localhost:5000/platform/agent@sha256:ab").command_line();
+        // The signing config is turned off where the installed cosign has one.
+        assert_eq!(
+            step.contains(" --use-signing-config=false"),
+            cosign_has_signing_config()
+        );
+        let step = step.replace(" --use-signing-config=false", "");
         assert!(
             step.ends_with("--allow-insecure-registry --tlog-upload=false localhost:5000/platform/agent@sha256:ab"),
             "{step}"

@@ -93,7 +93,8 @@ pub fn plan(project: &Project, engine: bool) -> Plan {
         },
         std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
     )
-    .args(["test", "--workspace"])
+    // Every test binary runs even when one fails, so the closing count is whole.
+    .args(["test", "--workspace", "--no-fail-fast"])
     .cwd(&project.root)
     .output(Output::Tee)
     .on_fail("a test failed or did not build: its output is above");
@@ -257,7 +258,10 @@ mod tests {
         let project = Project::load().unwrap();
         let with = plan(&project, true).render();
         let without = plan(&project, false).render();
-        assert!(with.contains("test --workspace -- --include-ignored"), "{with}");
+        assert!(
+            with.contains("test --workspace --no-fail-fast -- --include-ignored"),
+            "{with}"
+        );
         assert!(!without.contains("--include-ignored"), "{without}");
     }
 }

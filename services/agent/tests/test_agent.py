@@ -71,20 +71,28 @@ def test_a_client_certificate_is_accepted(server):
     assert status == 200 and "hello" in body
 
 
+def assert_refused(port: int, context: ssl.SSLContext) -> None:
+    """The server refuses the connection, whichever way the refusal reaches the client (a
+    TLS alert, a reset, a broken pipe, a closed connection: it depends on timing and on the
+    TLS stack); only a request that is served fails the test."""
+    try:
+        # TLS 1.3: the refusal arrives with the first read, so a request is made.
+        status, body = get(port, context)
+    except (OSError, http.client.HTTPException):
+        return
+    pytest.fail(f"the request was served ({status}): {body}")
+
+
 def test_no_client_certificate_is_refused(server):
     port, _ = server
-    anonymous = ssl.create_default_context(cafile=str(CERTS / "rootCA.crt"))
-    with pytest.raises((ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)):
-        # TLS 1.3: the refusal arrives with the first read, so a request is made.
-        get(port, anonymous)
+    assert_refused(port, ssl.create_default_context(cafile=str(CERTS / "rootCA.crt")))
 
 
 def test_a_server_certificate_cannot_be_a_client(server):
     port, _ = server
     context = ssl.create_default_context(cafile=str(CERTS / "rootCA.crt"))
     context.load_cert_chain(str(CERTS / "gateway.crt"), str(CERTS / "gateway.key"))
-    with pytest.raises((ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)):
-        get(port, context)
+    assert_refused(port, context)
 
 
 def test_the_healthcheck_passes(server):

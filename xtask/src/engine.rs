@@ -1,0 +1,281 @@
+//! What the engine and its buildx builder can do: probed by real builds, once per engine
+//! and builder, and remembered in the state directory (`engine.json`).
+//!
+//! Version strings are not trusted for this: distribution-built engines report BuildKit
+//! `v0.0.0+unknown`. Each capability is a tiny bake of a `FROM scratch` image (nothing is
+//! pulled, nothing runs, any platform builds), run the way Slipway's own builds run.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::docker::{self, BuilderInfo};
+use crate::plan::Output;
+use crate::project::Project;
+
+/// Where the engine keeps images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// The graph drivers of Docker <= 28's default (`overlay2`): `docker save` writes
+    /// `layer.tar` files, images cannot hold attestations or several platforms.
+    Classic,
+    /// The containerd image store (`io.containerd.snapshotter.v1`): OCI layouts,
+    /// compressed blobs, image indexes.
+    Containerd,
+}
+
+impl Store {
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Classic => "classic",
+            Store::Containerd => "containerd",
+        }
+    }
+}
+
+/// One capability: whether the probe build passed, and if not the line that says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+}
+
+/// What the builder can do, each found by a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// `contexts = { base = "target:base" }`: one bake builds bases and services.
+    pub named_contexts: Probe,
+    /// `cache-to`: a cache exported for other machines and runs.
+    pub cache_export: Probe,
+    /// `attest`: provenance (and SBOM) attached to the image.
+    pub attestations: Probe,
+    /// `--load` of an image for two platforms at once.
+    pub multi_platform_load: Probe,
+}
+
+impl Capabilities {
+    /// Each capability: its name, the probe, and what its absence costs the user.
+    pub fn each(&self) -> [(&'static str, &Probe, &'static str); 4] {
+        [
+            (
+                "named contexts",
+                &self.named_contexts,
+                "`build` bakes in layers, bases first (one bake per layer, bases loaded into the store between them)",
+            ),
+            (
+                "cache export",
+                &self.cache_export,
+                "build.cache cannot export a cache: use a docker-container builder, or the containerd image store",
+            ),
+            (
+                "attestations",
+                &self.attestations,
+                "images carry no provenance or SBOM attestation: use the containerd image store or a docker-container builder",
+            ),
+            (
+                "multi-platform load",
+                &self.multi_platform_load,
+                "an image for several platforms can be pushed but not loaded into the local store",
+            ),
+        ]
+    }
+}
+
+/// The engine, its builder, and what they can do: probed once, passed along.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engine {
+    pub version: String,
+    pub store: Store,
+    pub buildx: String,
+    /// The builder's name (`build.builder`, or the current one).
+    pub builder: Option<String>,
+    pub driver: String,
+    pub buildkit: String,
+    pub capabilities: Capabilities,
+}
+
+impl Engine {
+    /// The engine and builder as they are now; their capabilities from the state
+    /// directory's record when the same engine, buildx and builder were probed before,
+    /// else probed now (a few seconds, once) and recorded.
+    pub fn probe(project: &Project, builder: Option<&str>) -> Result<Engine> {
+        let version = docker::engine_version()
+            .map_err(|why| anyhow::anyhow!("the Docker engine is not reachable ({why}): {}", docker::START_ENGINE))?;
+        let store = docker::image_store();
+        let buildx = docker::buildx_version().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the buildx plugin is missing: install it (Debian: `apt-get install docker-buildx`), then run `cargo xtask doctor`"
+            )
+        })?;
+        let BuilderInfo { driver, buildkit } = docker::builder_info(builder).ok_or_else(|| {
+            anyhow::anyhow!("the buildx builder does not answer: run `docker buildx ls`, then `cargo xtask doctor`")
+        })?;
+        let key = format!(
+            "engine {version} ({}), buildx {buildx}, builder {} ({driver}, BuildKit {buildkit}), host {}",
+            store.name(),
+            builder.unwrap_or("current"),
+            std::env::var("DOCKER_HOST").unwrap_or_default(),
+        );
+        let record_file = project.state_dir().join("engine.json");
+        let mut record: BTreeMap<String, Capabilities> = fs::read_to_string(&record_file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let capabilities = match record.get(&key) {
+            Some(caps) => caps.clone(),
+            None => {
+                crate::ui::note(&format!("probing what the builder can do (once for {key})"));
+                let caps = probe_capabilities(&project.state_dir().join("probe"), builder)?;
+                record.insert(key, caps.clone());
+                if let Some(dir) = record_file.parent() {
+                    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                crate::build::write_if_changed(&record_file, &(serde_json::to_string_pretty(&record)? + "\n"))?;
+                caps
+            }
+        };
+        Ok(Engine {
+            version,
+            store,
+            buildx,
+            builder: builder.map(str::to_owned),
+            driver,
+            buildkit,
+            capabilities,
+        })
+    }
+
+    /// Whether buildx checks bake's filesystem entitlements (`--allow fs.read=PATH`),
+    /// which it does from 0.19 (a warning) and 0.20 (an error).
+    pub fn bake_checks_fs(&self) -> bool {
+        docker::parse_version(&self.buildx).is_some_and(|v| v >= (0, 19, 0))
+    }
+}
+
+/// The probe's files: a Dockerfile whose `b` stage is built `FROM ${BASE}`, as the
+/// project's own Dockerfiles are, and a bake file linking `b` to `a` by named context.
+const PROBE_DOCKERFILE: &str =
+    "ARG BASE=base\nFROM scratch AS a\nCOPY probe.txt /a.txt\n\nFROM ${BASE} AS b\nCOPY probe.txt /b.txt\n";
+
+fn probe_capabilities(dir: &Path, builder: Option<&str>) -> Result<Capabilities> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(dir.join("Dockerfile"), PROBE_DOCKERFILE)?;
+    fs::write(dir.join("probe.txt"), "slipway capability probe\n")?;
+    let bake = serde_json::json!({
+        "target": {
+            "a": { "context": ".", "dockerfile": "Dockerfile", "target": "a" },
+            "b": { "context": ".", "dockerfile": "Dockerfile", "target": "b", "contexts": { "base": "target:a" } },
+        }
+    });
+    fs::write(dir.join("probe.json"), serde_json::to_string_pretty(&bake)?)?;
+    let run = |what: &str, sets: &[&str], target: &str| -> Probe {
+        let mut args = vec!["buildx", "bake"];
+        if let Some(b) = builder {
+            args.extend(["--builder", b]);
+        }
+        args.extend(["--file", "probe.json", "--progress", "plain"]);
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        args.push(target);
+        let ran = docker::step(format!("probe {what}"), &args)
+            .cwd(dir)
+            .output(Output::Capture)
+            .timeout(Duration::from_secs(120))
+            .run_unchecked();
+        match ran {
+            Ok(ran) if ran.status.success() => Probe {
+                ok: true,
+                why: String::new(),
+            },
+            Ok(ran) => Probe {
+                ok: false,
+                why: why_failed(&ran.stderr),
+            },
+            Err(err) => Probe {
+                ok: false,
+                why: format!("{err:#}"),
+            },
+        }
+    };
+    let named_contexts = run("named contexts", &["b.output=type=local,dest=out-contexts"], "b");
+    let cache_export = run(
+        "cache export",
+        &[
+            "a.output=type=local,dest=out-cache",
+            "a.cache-to=type=local,dest=cache,mode=max",
+        ],
+        "a",
+    );
+    let mut attestations = run(
+        "attestations",
+        &[
+            "a.output=type=local,dest=out-attest",
+            "a.attest=type=provenance,mode=min",
+        ],
+        "a",
+    );
+    // An engine that ignores `attest` builds without error: the statement must be there.
+    if attestations.ok && !dir.join("out-attest/provenance.json").exists() {
+        attestations = Probe {
+            ok: false,
+            why: "the build wrote no provenance.json: the builder ignores `attest`".into(),
+        };
+    }
+    let tag = format!("slipway-probe:{}", std::process::id());
+    let multi_platform_load = run(
+        "multi-platform load",
+        &[
+            "a.platform=linux/amd64,linux/arm64",
+            &format!("a.output=type=docker,name={tag}"),
+        ],
+        "a",
+    );
+    if multi_platform_load.ok {
+        let _ = docker::step("remove the probe image", &["image", "rm", &tag])
+            .output(Output::Capture)
+            .run_unchecked();
+    }
+    let _ = fs::remove_dir_all(dir);
+    Ok(Capabilities {
+        named_contexts,
+        cache_export,
+        attestations,
+        multi_platform_load,
+    })
+}
+
+/// The line of a failed bake's output that says why.
+fn why_failed(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("ERROR") || l.starts_with("error"))
+        .or(lines.last())
+        .map(|l| l.trim_start_matches("ERROR:").trim().to_owned())
+        .unwrap_or_else(|| "the probe build failed".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_bakes_error_line() {
+        let stderr = "#1 [internal] load local bake definitions\n#1 DONE 0.0s\n\
+            ERROR: Cache export is not supported for the docker driver.\nSwitch to a different driver\n";
+        assert_eq!(
+            why_failed(stderr),
+            "Cache export is not supported for the docker driver."
+        );
+        assert_eq!(why_failed(""), "the probe build failed");
+    }
+}
