@@ -18,6 +18,9 @@
 //!   before and after are compared.
 //! - cold build (not with `--quick`): the project's images, the root image and the build
 //!   cache removed, then `cargo xtask build --target prod`, bootstrap included.
+//! - with `--also-on DOCKER_HOST`: the cold build and the no-op build on a second engine
+//!   too (its own state directory, `.<brand>/bench-also-on`), in the same run: the no-op
+//!   in the same hyperfine call, the cold build right after this engine's.
 //! - `dev --detach` to healthy with images cached: `down`, then the command, timed.
 //! - edit-to-served: an edit to the running local stack, polled through the gateway
 //!   until the new answer arrives.
@@ -81,6 +84,54 @@ fn median(mut xs: Vec<f64>) -> f64 {
         xs[n / 2]
     } else {
         (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// A second engine (`--also-on`): its DOCKER_HOST, a state directory of its own (its
+/// certificates and up-to-date stamps), and how it describes itself.
+struct Other {
+    host: String,
+    state: PathBuf,
+    label: String,
+}
+
+impl Other {
+    fn new(project: &Project, host: &str, xtask: &str) -> Result<Other> {
+        let ask = |args: &[&str]| {
+            docker::step("the second engine", args)
+                .env("DOCKER_HOST", host)
+                .output(Output::Capture)
+                .timeout(Duration::from_secs(15))
+                .run()
+                .map(|r| r.stdout.trim().to_owned())
+        };
+        let version = ask(&["version", "--format", "{{.Server.Version}}"])
+            .with_context(|| format!("--also-on {host}: no engine answers there; start it first"))?;
+        let store = if ask(&["info", "--format", "{{json .DriverStatus}}"])?.contains("io.containerd.snapshotter") {
+            "containerd"
+        } else {
+            "classic"
+        };
+        let other = Other {
+            host: host.to_owned(),
+            state: project.state_dir().join("bench-also-on"),
+            label: format!("Docker Engine {version} ({store} image store)"),
+        };
+        sh(
+            "certificates for the second engine",
+            &format!("{}{xtask} certs", other.env()),
+            &project.root,
+        )?;
+        Ok(other)
+    }
+
+    /// The environment a command line runs on this engine with.
+    fn env(&self) -> String {
+        format!(
+            "env DOCKER_HOST={} SLIPWAY_STATE_DIR={} ",
+            self.host,
+            self.state.display()
+        )
     }
 }
 
@@ -165,15 +216,24 @@ impl flags::Bench {
         };
 
         sh("certificates", &format!("{xtask} certs"), root)?;
+        let other = self
+            .also_on
+            .as_deref()
+            .map(|host| Other::new(project, host, &xtask))
+            .transpose()?;
         if !self.quick {
             ui::step("cold build of every image, bootstrap included");
-            let cold = cold_build(project, &xtask)?;
+            let cold = cold_build(project, &xtask, None)?;
+            let cold_other = other
+                .as_ref()
+                .map(|o| cold_build(project, &xtask, Some(o)).map(|t| (o, t)))
+                .transpose()?;
             let f = fig(
                 "cold build of every prod image (bootstrap included)",
                 cold,
                 "s",
                 1,
-                None,
+                cold_other.map(|(o, t)| format!("{}: {t:.2} s", o.label)),
                 "(no target)",
                 None,
             );
@@ -181,6 +241,13 @@ impl flags::Bench {
             figures.push(f);
         }
         sh("warm the images", &format!("{xtask} build --target prod"), root)?;
+        if let Some(o) = &other {
+            sh(
+                "warm the images on the second engine",
+                &format!("{}{xtask} build --target prod", o.env()),
+                root,
+            )?;
+        }
         sh("warm the local images", &format!("{xtask} build --target local"), root)?;
 
         ui::step("the xtask: first build and warm --help");
@@ -201,25 +268,28 @@ impl flags::Bench {
         let plain = plain_docker_builds(project)?;
         let script = std::env::temp_dir().join(format!("slipway-plain-build-{}.sh", std::process::id()));
         std::fs::write(&script, plain.join("\n") + "\n")?;
-        let both = hyperfine(
-            root,
-            runs,
-            &[
-                &format!("{xtask} build --target prod"),
-                &format!("sh {}", script.display()),
-            ],
-        )?;
+        let mut commands = vec![
+            format!("{xtask} build --target prod"),
+            format!("sh {}", script.display()),
+        ];
+        commands.extend(
+            other
+                .as_ref()
+                .map(|o| format!("{}{xtask} build --target prod", o.env())),
+        );
+        let both = hyperfine(root, runs, &commands.iter().map(String::as_str).collect::<Vec<_>>())?;
         let _ = std::fs::remove_file(&script);
         let ratio = both[1] / both[0];
+        let mut comparison = format!("plain `docker build` one by one: {:.2} s ({ratio:.1}x)", both[1]);
+        if let (Some(o), Some(t)) = (&other, both.get(2)) {
+            comparison.push_str(&format!("; {}: {t:.2} s", o.label));
+        }
         figures.push(fig(
             "no-op `cargo xtask build` of every prod image",
             both[0],
             "s",
             runs,
-            Some(format!(
-                "plain `docker build` one by one: {:.2} s ({ratio:.1}x)",
-                both[1]
-            )),
+            Some(comparison),
             "< 3 s and >= 2x faster",
             Some(both[0] < 3.0 && ratio >= 2.0),
         ));
@@ -435,6 +505,16 @@ fn plain_docker_builds(project: &Project) -> Result<Vec<String>> {
         for (k, v) in t["args"].as_object().into_iter().flatten() {
             line.push_str(&format!(" --build-arg {k}={}", v.as_str().unwrap_or("")));
         }
+        // Where bake links a base by named context, a plain build names it by tag.
+        for (base, link) in t["contexts"].as_object().into_iter().flatten() {
+            if link.as_str().is_some_and(|l| l.starts_with("target:")) {
+                line.push_str(&format!(
+                    " --build-arg {}={}",
+                    bake::base_arg(base),
+                    bake::base_ref(&project.manifest, base)
+                ));
+            }
+        }
         for s in t["secret"].as_array().into_iter().flatten() {
             line.push_str(&format!(" --secret {}", s.as_str().unwrap_or("")));
         }
@@ -499,14 +579,20 @@ fn xtask_change(project: &Project, xtask: &str, runs: usize) -> Result<Figure> {
     ))
 }
 
-fn cold_build(project: &Project, xtask: &str) -> Result<f64> {
+fn cold_build(project: &Project, xtask: &str, on: Option<&Other>) -> Result<f64> {
     let m = &project.manifest;
     let prefix = format!("{}/{}/", m.registry.get_ref(), m.project.get_ref());
-    let images = sh(
+    let env = on.map(Other::env).unwrap_or_default();
+    let on_engine = |step: Step| match on {
+        Some(o) => step.env("DOCKER_HOST", &o.host),
+        None => step,
+    };
+    let images = on_engine(docker::step(
         "list images",
-        "docker images --format '{{.Repository}}:{{.Tag}}'",
-        &project.root,
-    )?
+        &["images", "--format", "{{.Repository}}:{{.Tag}}"],
+    ))
+    .output(Output::Capture)
+    .run()?
     .stdout;
     let mut doomed: Vec<String> = images
         .lines()
@@ -514,17 +600,25 @@ fn cold_build(project: &Project, xtask: &str) -> Result<f64> {
         .map(str::to_owned)
         .collect();
     doomed.push(crate::bootstrap::root_image(project));
-    sh("take any stack down", &format!("{xtask} down"), &project.root).ok();
+    sh("take any stack down", &format!("{env}{xtask} down"), &project.root).ok();
     for image in doomed {
-        let _ = docker::step("remove an image", &["rmi", "--force", &image])
+        let _ = on_engine(docker::step("remove an image", &["rmi", "--force", &image]))
             .output(Output::Capture)
             .run_unchecked();
     }
-    docker::step("clear the build cache", &["builder", "prune", "--all", "--force"])
-        .output(Output::Capture)
-        .run()?;
+    on_engine(docker::step(
+        "clear the build cache",
+        &["builder", "prune", "--all", "--force"],
+    ))
+    .output(Output::Capture)
+    .run()?;
     timed(1, |_| {
-        sh("cold build", &format!("{xtask} build --target prod"), &project.root).map(|_| ())
+        sh(
+            "cold build",
+            &format!("{env}{xtask} build --target prod"),
+            &project.root,
+        )
+        .map(|_| ())
     })
 }
 

@@ -173,6 +173,9 @@ xflags::xflags! {
             optional --quick
             /// Print the figures as JSON.
             optional --json
+            /// Also measure the no-op and the cold build on a second engine, side by side
+            /// in the same run: its DOCKER_HOST (`unix:///run/legacy.sock`).
+            optional --also-on host: String
         }
 
         /// Make what is missing under `.<brand>/certs/`: the Root CA, a server
@@ -343,6 +346,7 @@ pub struct Verify {
 pub struct Bench {
     pub quick: bool,
     pub json: bool,
+    pub also_on: Option<String>,
 }
 
 #[derive(Debug)]
