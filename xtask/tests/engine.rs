@@ -764,9 +764,10 @@ fn the_compose_file_and_the_manifest_name_the_same_services() {
         );
         assert!(service["healthcheck"]["test"].is_array(), "{name} has no health check");
     }
+    // Started after the agent, and healthy beside it (not after it): `dev` waits for both.
     assert_eq!(
         config["services"]["gateway"]["depends_on"]["agent"]["condition"],
-        "service_healthy"
+        "service_started"
     );
 }
 
