@@ -181,8 +181,21 @@ fn inputs_of(m: &Manifest, base_dirs: &[&str], service: Option<&str>) -> Vec<Str
     paths
 }
 
-fn labels(m: &Manifest, inputs: &Inputs, paths: &[String], title: &str) -> BTreeMap<String, String> {
-    let (revision, created) = git::inputs_revision(&inputs.root, paths);
+/// Each image's revision, by its input paths: the three targets of a service, and the
+/// bases built from one directory, share theirs (asked of git once).
+type Revisions = BTreeMap<Vec<String>, (String, String)>;
+
+fn labels(
+    m: &Manifest,
+    inputs: &Inputs,
+    paths: &[String],
+    title: &str,
+    revisions: &mut Revisions,
+) -> BTreeMap<String, String> {
+    let (revision, created) = revisions
+        .entry(paths.to_vec())
+        .or_insert_with(|| git::inputs_revision(&inputs.root, paths))
+        .clone();
     let source = std::env::var("SLIPWAY_SOURCE_URL").unwrap_or_else(|_| format!("file://{}", inputs.root.display()));
     BTreeMap::from([
         ("org.opencontainers.image.title".into(), title.to_owned()),
@@ -257,6 +270,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
     let mut targets = BTreeMap::new();
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut layer_groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut revisions = Revisions::new();
 
     for base in BASES {
         let mut dirs = vec![base.dir];
@@ -278,7 +292,13 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             context: base.dir.to_owned(),
             dockerfile: "Dockerfile".into(),
             target: stage.into(),
-            labels: labels(m, inputs, &paths, &format!("{}-{}", m.brand(), base.target)),
+            labels: labels(
+                m,
+                inputs,
+                &paths,
+                &format!("{}-{}", m.brand(), base.target),
+                &mut revisions,
+            ),
             tags: git::tags(m.version.get_ref(), head, "")
                 .into_iter()
                 .map(|t| format!("{repo}:{t}"))
@@ -331,7 +351,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 context: inputs.context_dir.join(name).display().to_string(),
                 dockerfile: format!("{}/Dockerfile", service.path.get_ref()),
                 target: target_name.to_owned(),
-                labels: labels(m, inputs, &paths, name),
+                labels: labels(m, inputs, &paths, name, &mut revisions),
                 tags: git::tags(m.version.get_ref(), head, &suffix(target_name))
                     .into_iter()
                     .map(|t| format!("{repo}:{t}"))

@@ -20,7 +20,12 @@
 //!   cache removed, then `cargo xtask build --target prod`, bootstrap included.
 //! - with `--also-on DOCKER_HOST`: the cold build and the no-op build on a second engine
 //!   too (its own state directory, `.<brand>/bench-also-on`), in the same run: the no-op
-//!   in the same hyperfine call, the cold build right after this engine's.
+//!   in the same hyperfine call, the cold build right after this engine's. docs/
+//!   benchmarks.md was measured with Docker 20.10 (classic store) beside Docker 28: a
+//!   second `dockerd` with its own `--data-root`, `--exec-root`, `--pidfile`, socket
+//!   (`-H unix:///run/legacy.sock`) and bridge (`--bridge br-legacy`, made with `ip link`
+//!   beforehand). A second dockerd rewrites the nat table: check that each bridge still
+//!   has its MASQUERADE rule, or builds on the first engine cannot resolve names.
 //! - `dev --detach` to healthy with images cached: `down`, then the command, timed.
 //! - edit-to-served: an edit to the running local stack, polled through the gateway
 //!   until the new answer arrives.

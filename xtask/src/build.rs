@@ -90,7 +90,7 @@ pub fn build(
         )
     })?;
     let builder = m.build.builder.as_deref();
-    let engine = Engine::probe(project, builder)?;
+    let engine = Engine::probe(project, builder, false)?;
     let caps = &engine.capabilities;
     let linking = if caps.named_contexts.ok {
         Linking::Contexts

@@ -166,7 +166,7 @@ pub fn checks() -> Vec<Check> {
 /// state directory), with what a missing one costs.
 fn builder_checks(project: &Project) -> Vec<Check> {
     let builder = project.manifest.build.builder.as_deref();
-    let engine = match crate::engine::Engine::probe(project, builder) {
+    let engine = match crate::engine::Engine::probe(project, builder, true) {
         Ok(engine) => engine,
         Err(err) => {
             return vec![check(

@@ -103,17 +103,29 @@ pub struct Engine {
 impl Engine {
     /// The engine and builder as they are now; their capabilities from the state
     /// directory's record when the same engine, buildx and builder were probed before,
-    /// else probed now (a few seconds, once) and recorded.
-    pub fn probe(project: &Project, builder: Option<&str>) -> Result<Engine> {
+    /// else probed now (a few seconds, once) and recorded. `fresh` probes again whatever
+    /// the record says (`doctor` does, so a probe that failed for a passing reason is
+    /// never believed for good).
+    pub fn probe(project: &Project, builder: Option<&str>, fresh: bool) -> Result<Engine> {
         let version = docker::engine_version()
             .map_err(|why| anyhow::anyhow!("the Docker engine is not reachable ({why}): {}", docker::START_ENGINE))?;
-        let store = docker::image_store();
-        let buildx = docker::buildx_version().ok_or_else(|| {
+        // Three queries of ~0.1 s each, on every build: asked side by side.
+        let (store, buildx, info) = std::thread::scope(|scope| {
+            let store = scope.spawn(docker::image_store);
+            let buildx = scope.spawn(docker::buildx_version);
+            let info = docker::builder_info(builder);
+            (
+                store.join().unwrap_or(Store::Classic),
+                buildx.join().ok().flatten(),
+                info,
+            )
+        });
+        let buildx = buildx.ok_or_else(|| {
             anyhow::anyhow!(
                 "the buildx plugin is missing: install it (Debian: `apt-get install docker-buildx`), then run `cargo xtask doctor`"
             )
         })?;
-        let BuilderInfo { driver, buildkit } = docker::builder_info(builder).ok_or_else(|| {
+        let BuilderInfo { driver, buildkit } = info.ok_or_else(|| {
             anyhow::anyhow!("the buildx builder does not answer: run `docker buildx ls`, then `cargo xtask doctor`")
         })?;
         let key = format!(
@@ -127,11 +139,13 @@ impl Engine {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        let capabilities = match record.get(&key) {
+        let capabilities = match record.get(&key).filter(|_| !fresh) {
             Some(caps) => caps.clone(),
             None => {
                 crate::ui::note(&format!("probing what the builder can do (once for {key})"));
-                let caps = probe_capabilities(&project.state_dir().join("probe"), builder)?;
+                // A directory per process: two commands may probe at once.
+                let dir = project.state_dir().join(format!("probe-{}", std::process::id()));
+                let caps = probe_capabilities(&dir, builder)?;
                 record.insert(key, caps.clone());
                 if let Some(dir) = record_file.parent() {
                     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
