@@ -81,6 +81,9 @@ pub fn build(
     mode: Mode,
 ) -> Result<Vec<Built>> {
     let m = &project.manifest;
+    // In the order a user fixes things: the engine first, then the certificates.
+    let builder = m.build.builder.as_deref();
+    let engine = Engine::probe(project, builder, false)?;
     let certs_dir = project.certs_dir();
     let ca_file = certs_dir.join(certs::CA_CERT);
     let ca_sha256 = certs::file_sha256(&ca_file).map_err(|err| {
@@ -89,8 +92,6 @@ pub fn build(
             ca_file.display()
         )
     })?;
-    let builder = m.build.builder.as_deref();
-    let engine = Engine::probe(project, builder, false)?;
     let caps = &engine.capabilities;
     let linking = if caps.named_contexts.ok {
         Linking::Contexts

@@ -31,6 +31,12 @@ pub fn port_var(service: &str) -> String {
     format!("{}_PORT", service.to_uppercase().replace('-', "_"))
 }
 
+/// The compose variable that carries the host address a service's ports are published
+/// on: `gateway` -> `GATEWAY_PUBLISH`.
+pub fn publish_var(service: &str) -> String {
+    format!("{}_PUBLISH", service.to_uppercase().replace('-', "_"))
+}
+
 impl Stack {
     /// The stack for `target`, or for the target of the last `dev` (default `local`).
     pub fn new(project: &Project, target: Option<&str>) -> Result<Stack> {
@@ -82,6 +88,7 @@ impl Stack {
             if let Some(port) = s.ports.first() {
                 env.push((port_var(service.get_ref()), port.get_ref().to_string()));
             }
+            env.push((publish_var(service.get_ref()), s.publish.get_ref().clone()));
             // The health-check timings compose.yaml reads, from the manifest.
             let prefix = service.get_ref().to_uppercase().replace('-', "_");
             let h = &s.health;
@@ -278,6 +285,8 @@ mod tests {
         assert_eq!(env["SLIPWAY_TAG"], "0.1.0-local");
         assert_eq!(env["GATEWAY_PORT"], "8443");
         assert_eq!(env["AGENT_PORT"], "9443");
+        assert_eq!(env["AGENT_PUBLISH"], "127.0.0.1");
+        assert_eq!(env["GATEWAY_PUBLISH"], "127.0.0.1");
         assert_eq!(env["AGENT_HEALTH_INTERVAL"], "1s");
         assert_eq!(env["GATEWAY_HEALTH_RETRIES"], "5");
         let prod = Stack::new(&project, Some("prod")).unwrap();

@@ -164,12 +164,20 @@ pub struct Service {
     /// Ports it listens on (published on the host by the local stack).
     #[serde(default)]
     pub ports: Vec<Spanned<u16>>,
+    /// The host address its ports are published on: loopback unless opened on purpose
+    /// (`"0.0.0.0"` for every interface).
+    #[serde(default = "default_publish")]
+    pub publish: Spanned<String>,
     /// Its health check.
     #[serde(default)]
     pub health: Health,
     /// Extra subject alternative names for its server certificate.
     #[serde(default)]
     pub sans: Vec<Spanned<String>>,
+}
+
+fn default_publish() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1".to_owned())
 }
 
 /// A service's language.
@@ -598,6 +606,16 @@ impl Manifest {
                     src.report(path.span(), format!("path `{}` {why}", path.get_ref()));
                 }
             }
+            if service.publish.get_ref().parse::<std::net::IpAddr>().is_err() {
+                src.report(
+                    service.publish.span(),
+                    format!(
+                        "publish = \"{}\" is not an IP address: use \"127.0.0.1\" (this machine only, the default) \
+                         or \"0.0.0.0\" (every interface)",
+                        service.publish.get_ref()
+                    ),
+                );
+            }
             for port in &service.ports {
                 let p = *port.get_ref();
                 if p == 0 {
@@ -882,6 +900,23 @@ server = "agent"
         );
         assert!(
             found.iter().any(|p| p.starts_with("19:10: no service named `agnet`")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn ports_are_published_on_loopback_unless_opened_on_purpose() {
+        let m = Manifest::parse(GOOD, std::path::Path::new("slipway.toml")).unwrap();
+        assert!(m.services.values().all(|s| s.publish.get_ref() == "127.0.0.1"));
+        let open = GOOD.replace("ports = [8443]", "ports = [8443]\npublish = \"0.0.0.0\"");
+        let m = Manifest::parse(&open, std::path::Path::new("slipway.toml")).unwrap();
+        assert_eq!(m.services["gateway"].publish.get_ref(), "0.0.0.0");
+        let bad = GOOD.replace("ports = [8443]", "ports = [8443]\npublish = \"everywhere\"");
+        let found = problems(&bad);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("10:11: publish = \"everywhere\" is not an IP address")),
             "{found:#?}"
         );
     }

@@ -118,6 +118,24 @@ fn a_bad_manifest_lists_every_problem_and_fails() {
 }
 
 #[test]
+fn with_the_engine_down_and_no_certificates_build_names_the_engine_first() {
+    // The order a user fixes things in: the engine, then the certificates.
+    let state = scratch("engine-first");
+    let out = xtask()
+        .args(["build", "--target", "prod"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("SLIPWAY_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("the Docker engine is not reachable"), "{said}");
+    assert!(said.contains("start the Docker daemon"), "{said}");
+    assert!(!said.contains("Root CA"), "the certificates before the engine: {said}");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
 fn doctor_with_the_engine_down_says_so_in_one_line() {
     let out = xtask()
         .arg("doctor")

@@ -713,29 +713,31 @@ impl Drop for TestStack {
     }
 }
 
-#[test]
-#[ignore = "needs the Docker engine: run `cargo xtask test`"]
-fn the_compose_file_and_the_manifest_name_the_same_services() {
-    let _serial = serial();
-    let config = Command::new("docker")
-        .args([
-            "compose",
-            "--file",
-            "compose.yaml",
-            "--file",
-            "compose.local.yaml",
-            "config",
-            "--format",
-            "json",
-        ])
+/// `docker compose config` of the checkout's `files`, as JSON, with the variables `dev`
+/// would set that have no default.
+fn compose_config(files: &[&str]) -> serde_json::Value {
+    let mut args = vec!["compose"];
+    for f in files {
+        args.extend(["--file", f]);
+    }
+    args.extend(["config", "--format", "json"]);
+    let out = Command::new("docker")
+        .args(&args)
         .current_dir(root())
         .env("SLIPWAY_IMAGE_PREFIX", "registry/project")
         .env("SLIPWAY_TAG", "tag")
         .env("SLIPWAY_CERTS", "/certs")
         .output()
         .unwrap();
-    assert!(config.status.success(), "docker compose config: {}", text(&config));
-    let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn the_compose_file_and_the_manifest_name_the_same_services() {
+    let _serial = serial();
+    let config = compose_config(&["compose.yaml", "compose.local.yaml"]);
     let mut in_compose: Vec<String> = config["services"].as_object().unwrap().keys().cloned().collect();
     in_compose.sort();
     let manifest = std::fs::read_to_string(root().join("slipway.toml")).unwrap();
@@ -763,6 +765,22 @@ fn the_compose_file_and_the_manifest_name_the_same_services() {
             "{name}: {mounts}"
         );
         assert!(service["healthcheck"]["test"].is_array(), "{name} has no health check");
+    }
+    // Every published port, the debugger's included, is on loopback, in every target
+    // (`local` adds compose.local.yaml; dev and prod use compose.yaml alone).
+    for files in [&["compose.yaml"][..], &["compose.yaml", "compose.local.yaml"]] {
+        let config = compose_config(files);
+        let mut published = 0;
+        for (name, service) in config["services"].as_object().unwrap() {
+            for port in service["ports"].as_array().into_iter().flatten() {
+                assert_eq!(
+                    port["host_ip"], "127.0.0.1",
+                    "{files:?}: {name} publishes {port} beyond loopback"
+                );
+                published += 1;
+            }
+        }
+        assert!(published >= 2, "{files:?}: {config:#}");
     }
     // Started after the agent, and healthy beside it (not after it): `dev` waits for both.
     assert_eq!(
