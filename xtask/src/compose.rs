@@ -83,6 +83,11 @@ impl Stack {
             ("SLIPWAY_CERTS".to_owned(), project.certs_dir().display().to_string()),
             ("RUN_UID".to_owned(), uid.to_string()),
             ("RUN_GID".to_owned(), gid.to_string()),
+            // The local Rust services compile in their container: every host CPU.
+            (
+                "LOCAL_BUILD_CPUS".to_owned(),
+                std::thread::available_parallelism().map_or(1, |n| n.get()).to_string(),
+            ),
         ];
         for (service, s) in &m.services {
             if let Some(port) = s.ports.first() {
@@ -99,6 +104,8 @@ impl Stack {
                 format!("{prefix}_HEALTH_START_PERIOD"),
                 format!("{}s", h.start_period_secs),
             ));
+            env.push((format!("{prefix}_MEMORY"), s.limits.memory.get_ref().clone()));
+            env.push((format!("{prefix}_CPUS"), s.limits.cpus.get_ref().to_string()));
         }
         Ok(Stack {
             name,
@@ -287,6 +294,8 @@ mod tests {
         assert_eq!(env["AGENT_PORT"], "9443");
         assert_eq!(env["AGENT_PUBLISH"], "127.0.0.1");
         assert_eq!(env["GATEWAY_PUBLISH"], "127.0.0.1");
+        assert_eq!(env["AGENT_MEMORY"], "512m");
+        assert_eq!(env["GATEWAY_CPUS"], "1");
         assert_eq!(env["AGENT_HEALTH_INTERVAL"], "1s");
         assert_eq!(env["GATEWAY_HEALTH_RETRIES"], "5");
         let prod = Stack::new(&project, Some("prod")).unwrap();

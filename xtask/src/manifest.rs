@@ -171,6 +171,9 @@ pub struct Service {
     /// Its health check.
     #[serde(default)]
     pub health: Health,
+    /// What its container may use in the local stack.
+    #[serde(default)]
+    pub limits: Limits,
     /// Extra subject alternative names for its server certificate.
     #[serde(default)]
     pub sans: Vec<Spanned<String>>,
@@ -186,6 +189,43 @@ fn default_publish() -> Spanned<String> {
 pub enum Kind {
     Rust,
     Python,
+}
+
+/// A container's resource limits, as compose sets them (`mem_limit`, `cpus`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Limits {
+    /// Memory, in compose's notation: `512m`, `1g`.
+    #[serde(default = "default_memory")]
+    pub memory: Spanned<String>,
+    /// CPUs, fractions allowed: `0.5`, `2`.
+    #[serde(default = "default_cpus")]
+    pub cpus: Spanned<f64>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory: default_memory(),
+            cpus: default_cpus(),
+        }
+    }
+}
+
+fn default_memory() -> Spanned<String> {
+    Spanned::new(0..0, "512m".to_owned())
+}
+fn default_cpus() -> Spanned<f64> {
+    Spanned::new(0..0, 1.0)
+}
+
+/// Whether `text` is a memory size compose takes: digits, then `b`, `k`, `m` or `g`.
+fn is_memory(text: &str) -> bool {
+    let digits = text.trim_end_matches(['b', 'k', 'm', 'g']);
+    text.len() - digits.len() <= 1
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0)
 }
 
 /// A health check, as Docker and compose run it.
@@ -616,6 +656,25 @@ impl Manifest {
                     ),
                 );
             }
+            let limits = &service.limits;
+            if !is_memory(limits.memory.get_ref()) {
+                src.report(
+                    limits.memory.span(),
+                    format!(
+                        "memory = \"{}\" is not a size: write a number with m or g, like \"512m\" or \"1g\"",
+                        limits.memory.get_ref()
+                    ),
+                );
+            }
+            if !limits.cpus.get_ref().is_finite() || *limits.cpus.get_ref() <= 0.0 {
+                src.report(
+                    limits.cpus.span(),
+                    format!(
+                        "cpus = {} is not a share of the machine: use a number above 0, like 0.5 or 2",
+                        limits.cpus.get_ref()
+                    ),
+                );
+            }
             for port in &service.ports {
                 let p = *port.get_ref();
                 if p == 0 {
@@ -902,6 +961,40 @@ server = "agent"
             found.iter().any(|p| p.starts_with("19:10: no service named `agnet`")),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn limits_have_defaults_and_bad_ones_are_named() {
+        let m = Manifest::parse(GOOD, std::path::Path::new("slipway.toml")).unwrap();
+        let gateway = &m.services["gateway"].limits;
+        assert_eq!(
+            (gateway.memory.get_ref().as_str(), *gateway.cpus.get_ref()),
+            ("512m", 1.0)
+        );
+        let set = GOOD.replace(
+            "ports = [8443]",
+            "ports = [8443]\nlimits = { memory = \"1g\", cpus = 0.5 }",
+        );
+        let m = Manifest::parse(&set, std::path::Path::new("slipway.toml")).unwrap();
+        assert_eq!(m.services["gateway"].limits.memory.get_ref(), "1g");
+        let bad = GOOD.replace(
+            "ports = [8443]",
+            "ports = [8443]\nlimits = { memory = \"lots\", cpus = 0 }",
+        );
+        let found = problems(&bad).join("\n");
+        assert!(found.contains("memory = \"lots\" is not a size"), "{found}");
+        assert!(found.contains("cpus = 0 is not a share of the machine"), "{found}");
+        for (text, ok) in [
+            ("512m", true),
+            ("2g", true),
+            ("1048576", true),
+            ("0m", false),
+            ("m", false),
+            ("1.5g", false),
+            ("1gg", false),
+        ] {
+            assert_eq!(is_memory(text), ok, "{text}");
+        }
     }
 
     #[test]

@@ -772,6 +772,29 @@ fn the_compose_file_and_the_manifest_name_the_same_services() {
         let config = compose_config(files);
         let mut published = 0;
         for (name, service) in config["services"].as_object().unwrap() {
+            // Least privilege: no capability, nothing gained through setuid, bounded memory
+            // and CPU; a read-only root filesystem except where the toolchain writes
+            // (the local gateway builds in its container).
+            assert_eq!(service["cap_drop"], serde_json::json!(["ALL"]), "{files:?}: {name}");
+            assert_eq!(
+                service["security_opt"],
+                serde_json::json!(["no-new-privileges:true"]),
+                "{files:?}: {name}"
+            );
+            assert!(
+                service["mem_limit"].as_str().is_some_and(|m| !m.is_empty() && m != "0"),
+                "{files:?}: {name}: {service}"
+            );
+            assert!(
+                service["cpus"].as_f64().is_some_and(|c| c > 0.0),
+                "{files:?}: {name}: {service}"
+            );
+            let builds_here = name == "gateway" && files.contains(&"compose.local.yaml");
+            assert_eq!(
+                service["read_only"].as_bool().unwrap_or(false),
+                !builds_here,
+                "{files:?}: {name}"
+            );
             for port in service["ports"].as_array().into_iter().flatten() {
                 assert_eq!(
                     port["host_ip"], "127.0.0.1",
