@@ -104,7 +104,10 @@ pub fn plan(project: &Project) -> Result<Plan> {
         .arg("--customize-hook=rm -f \"$1\"/etc/apt/sources.list")
         .arg(release)
         .arg(tarball.display().to_string())
-        .arg(&mirror);
+        .arg(&mirror)
+        // Stopped part-way (Ctrl-C, a mirror gone), no tarball is left: mmdebstrap
+        // removes its own temporary directory, and leaves an empty or partial file.
+        .scratch(&tarball);
     plan.push(
         Step::new("prepare the build directory", "mkdir")
             .args(["-p", &tarball.parent().unwrap().display().to_string()]),

@@ -116,6 +116,9 @@ pub struct Step {
     pub output: Output,
     /// Give up (and stop the group) after this long.
     pub timeout: Option<Duration>,
+    /// Files this step makes that a plan stopped part-way (a failure, Ctrl-C) must not
+    /// leave behind: removed when the plan stops at this step or after it.
+    pub scratch: Vec<PathBuf>,
 }
 
 impl Step {
@@ -130,6 +133,7 @@ impl Step {
             on_fail: None,
             output: Output::Inherit,
             timeout: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -166,6 +170,12 @@ impl Step {
 
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Step {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// `path` is this step's scratch: removed if the plan does not run to its end.
+    pub fn scratch(mut self, path: impl Into<PathBuf>) -> Step {
+        self.scratch.push(path.into());
         self
     }
 
@@ -422,12 +432,18 @@ impl Plan {
             return Ok(Vec::new());
         }
         let mut ran = Vec::new();
-        for step in &self.steps {
+        for (i, step) in self.steps.iter().enumerate() {
             crate::ui::step(&step.name);
-            ran.push(
-                step.run()
-                    .with_context(|| format!("while running: {}", step.command_line()))?,
-            );
+            match step.run() {
+                Ok(r) => ran.push(r),
+                Err(err) => {
+                    // Nothing half-written: the scratch of every step run so far goes.
+                    for path in self.steps[..=i].iter().flat_map(|s| &s.scratch) {
+                        let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir_all(path));
+                    }
+                    return Err(err.context(format!("while running: {}", step.command_line())));
+                }
+            }
         }
         Ok(ran)
     }
@@ -536,6 +552,35 @@ mod tests {
             .to_string();
         assert!(err.contains("slipway-no-such-program"), "{err}");
         assert!(err.contains("installed"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_stopped_part_way_leaves_no_scratch() {
+        let dir = std::env::temp_dir().join(format!("slipway-scratch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (made, kept) = (dir.join("half.tar"), dir.join("kept.txt"));
+        let touch = |path: &std::path::Path| {
+            Step::new("touch", "touch")
+                .arg(path.display().to_string())
+                .output(Output::Capture)
+        };
+        let plan = Plan {
+            steps: vec![
+                touch(&kept),
+                touch(&made).scratch(&made),
+                Step::new("fail", "false").output(Output::Capture),
+            ],
+        };
+        assert!(plan.execute(false).is_err());
+        assert!(!made.exists(), "a failed plan left its scratch");
+        assert!(kept.exists(), "only scratch is removed");
+        // Run to its end, a plan keeps what its steps made (the last step removes it).
+        let plan = Plan {
+            steps: vec![touch(&made).scratch(&made)],
+        };
+        plan.execute(false).unwrap();
+        assert!(made.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

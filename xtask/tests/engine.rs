@@ -1250,3 +1250,80 @@ fn release_signs_by_digest_and_verify_catches_a_moved_tag() {
     let (ok, out) = run(&["verify", "gateway"]);
     assert!(ok, "{out}");
 }
+
+/// The processes named `name` (their `comm`) running now.
+fn processes_named(name: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name)
+                && !std::fs::read_to_string(e.path().join("stat"))
+                    .unwrap_or_default()
+                    .rsplit(") ")
+                    .next()
+                    .unwrap_or("")
+                    .starts_with('Z')
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// mmdebstrap's temporary directories under /tmp.
+fn mmdebstrap_dirs() -> Vec<PathBuf> {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("mmdebstrap."))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn ctrl_c_during_bootstrap_leaves_no_tarball_and_the_root_image_as_it_was() {
+    let _serial = serial();
+    built();
+    let root_image = "debian:trixie-slim";
+    let before = image_id(root_image);
+    let dirs_before = mmdebstrap_dirs();
+    let state = scratch("bootstrap-ctrl-c");
+    let tarball = state.join("build/debian-trixie-slim.tar");
+    let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bootstrap", "--force"])
+        .env("SLIPWAY_STATE_DIR", &state)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted while mmdebstrap works: once it runs, a few seconds into its download.
+    let started = Instant::now();
+    while processes_named("mmdebstrap").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "mmdebstrap never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(!tarball.exists(), "Ctrl-C left {}", tarball.display());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_named("mmdebstrap").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        processes_named("mmdebstrap"),
+        Vec::<String>::new(),
+        "mmdebstrap outlived Ctrl-C"
+    );
+    let left: Vec<PathBuf> = mmdebstrap_dirs()
+        .into_iter()
+        .filter(|d| !dirs_before.contains(d))
+        .collect();
+    assert!(left.is_empty(), "mmdebstrap's temporary directories left: {left:?}");
+    assert_eq!(image_id(root_image), before, "the root image changed: a half import?");
+    let _ = std::fs::remove_dir_all(&state);
+}
