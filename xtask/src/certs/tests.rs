@@ -385,6 +385,20 @@ fn bad_files_are_named_and_left_alone() {
         .unwrap();
     assert!(!report.problems.is_empty());
 
+    // A truncated key: named, with the way out.
+    let s = Scratch::new("truncated-key");
+    ensure(&s.certs(), &spec, None).unwrap();
+    let path = s.certs().join("agent.key");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, &text[..text.len() / 3]).unwrap();
+    let before = snapshot(&s.certs());
+    let err = format!("{:#}", ensure(&s.certs(), &spec, None).unwrap_err());
+    assert!(
+        err.contains("agent.key") && err.contains("truncated or corrupt") && err.contains("certs --rotate"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&s.certs()), before, "nothing was overwritten");
+
     // A key that belongs to another certificate.
     let s = Scratch::new("mismatch");
     ensure(&s.certs(), &spec, None).unwrap();
