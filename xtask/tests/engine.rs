@@ -1327,3 +1327,63 @@ fn ctrl_c_during_bootstrap_leaves_no_tarball_and_the_root_image_as_it_was() {
     assert_eq!(image_id(root_image), before, "the root image changed: a half import?");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_second_build_on_one_checkout_waits_for_the_first() {
+    let _serial = serial();
+    built();
+    // The first build, as far as the second can tell: it holds the checkout's build lock.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(root().join(".slipway/build.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build", "--target", "prod"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let said = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let said = Arc::clone(&said);
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stderr);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) > 0 {
+                said.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        })
+    };
+    let started = Instant::now();
+    while !said.lock().unwrap().contains("waiting for another `cargo xtask build`") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the second build did not say it waits: {}",
+            said.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // While the lock is held it does nothing more: no bake, no image written.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it did not wait: {}",
+        said.lock().unwrap()
+    );
+    let so_far = said.lock().unwrap().clone();
+    assert!(!so_far.contains("bake") && !so_far.contains("up to date"), "{so_far}");
+    lock.unlock().unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{}", said.lock().unwrap());
+    assert!(
+        said.lock().unwrap().contains("every image is up to date"),
+        "{}",
+        said.lock().unwrap()
+    );
+}
