@@ -963,6 +963,65 @@ server = "agent"
         );
     }
 
+    /// The checkout's own manifest, mutated at random (a fixed seed, so a failure is
+    /// repeatable): byte flips, deletions, and insertions of the characters TOML cares
+    /// about. Parsing never panics, and every problem points inside the text with a line
+    /// and column.
+    #[test]
+    fn mutated_manifests_never_panic_and_every_problem_has_a_place() {
+        let original = std::fs::read_to_string(crate::project::root().join(FILE)).unwrap();
+        let mut seed: u64 = 0x005e_ed51_f7a1_1ce5;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        const SIGNIFICANT: &[u8] = b"[]{}=\"',.#\n -_0123456789aztrue";
+        let mut problems_seen = 0;
+        for case in 0..3000 {
+            let mut bytes = original.clone().into_bytes();
+            for _ in 0..1 + next(4) {
+                let at = next(bytes.len().max(1));
+                match next(3) {
+                    0 if !bytes.is_empty() => {
+                        bytes.remove(at.min(bytes.len() - 1));
+                    }
+                    1 => bytes.insert(at, SIGNIFICANT[next(SIGNIFICANT.len())]),
+                    _ if !bytes.is_empty() => {
+                        let at = at.min(bytes.len() - 1);
+                        bytes[at] = SIGNIFICANT[next(SIGNIFICANT.len())];
+                    }
+                    _ => {}
+                }
+            }
+            let Ok(text) = String::from_utf8(bytes) else { continue };
+            let parsed = std::panic::catch_unwind(|| Manifest::parse(&text, Path::new("slipway.toml")));
+            let Ok(parsed) = parsed else {
+                panic!("case {case}: the parser panicked on:\n{text}");
+            };
+            if let Err(problems) = parsed {
+                assert!(!problems.list.is_empty(), "case {case}: an error with no problem");
+                let lines = text.lines().count().max(1);
+                for p in &problems.list {
+                    problems_seen += 1;
+                    assert!(
+                        p.line >= 1 && p.line <= lines + 1 && p.column >= 1,
+                        "case {case}: {}:{} is outside the text: {}\n{text}",
+                        p.line,
+                        p.column,
+                        p.message
+                    );
+                    assert!(!p.message.is_empty(), "case {case}: a problem with no message");
+                }
+            }
+        }
+        assert!(
+            problems_seen > 1000,
+            "the mutations found too few problems to mean anything"
+        );
+    }
+
     #[test]
     fn limits_have_defaults_and_bad_ones_are_named() {
         let m = Manifest::parse(GOOD, std::path::Path::new("slipway.toml")).unwrap();
