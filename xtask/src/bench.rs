@@ -112,11 +112,8 @@ impl Other {
         };
         let version = ask(&["version", "--format", "{{.Server.Version}}"])
             .with_context(|| format!("--also-on {host}: no engine answers there; start it first"))?;
-        let store = if ask(&["info", "--format", "{{json .DriverStatus}}"])?.contains("io.containerd.snapshotter") {
-            "containerd"
-        } else {
-            "classic"
-        };
+        let store =
+            crate::engine::Store::from_driver_status(&ask(&["info", "--format", "{{json .DriverStatus}}"])?).name();
         let other = Other {
             host: host.to_owned(),
             state: project.state_dir().join("bench-also-on"),

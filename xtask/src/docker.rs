@@ -118,18 +118,14 @@ pub fn compose_version() -> Option<String> {
     Some(ran.stdout.trim().trim_start_matches('v').to_owned()).filter(|v| !v.is_empty())
 }
 
-/// The engine's image store: the containerd store reports the snapshotter as its
-/// driver type.
+/// The engine's image store.
 pub fn image_store() -> crate::engine::Store {
-    let containerd = query(&["info", "--format", "{{json .DriverStatus}}"], 15)
+    let status = query(&["info", "--format", "{{json .DriverStatus}}"], 15)
         .ok()
         .filter(|r| r.status.success())
-        .is_some_and(|r| r.stdout.contains("io.containerd.snapshotter"));
-    if containerd {
-        crate::engine::Store::Containerd
-    } else {
-        crate::engine::Store::Classic
-    }
+        .map(|r| r.stdout)
+        .unwrap_or_default();
+    crate::engine::Store::from_driver_status(&status)
 }
 
 /// The engine's data directory, for the disk check.

@@ -30,6 +30,16 @@ pub enum Store {
 }
 
 impl Store {
+    /// The store an engine runs, from its `docker info` `DriverStatus`: the containerd
+    /// store names the snapshotter as its driver type.
+    pub fn from_driver_status(driver_status: &str) -> Store {
+        if driver_status.contains("io.containerd.snapshotter") {
+            Store::Containerd
+        } else {
+            Store::Classic
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Store::Classic => "classic",

@@ -336,12 +336,7 @@ pub fn scan_archive(archive: impl Read, prod: bool, expected: &[String]) -> Resu
         }
     }
     let manifest = manifest.ok_or_else(|| anyhow::anyhow!("the `docker save` archive has no manifest.json"))?;
-    let order: Vec<String> = manifest[0]["Layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l.as_str().map(str::to_owned))
-        .collect();
+    let order = strings(&manifest[0]["Layers"]);
     // Every layer the image lists must have been read, and be the layer inspect names.
     let mut merged_from = Vec::new();
     for (i, name) in order.iter().enumerate() {
@@ -408,6 +403,17 @@ pub fn scan_archive(archive: impl Read, prod: bool, expected: &[String]) -> Resu
     Ok(scan)
 }
 
+/// A JSON array of strings (manifest.json's `Layers`, inspect's `RootFS.Layers`); empty
+/// when it is none.
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A blob of a `docker save` archive as an uncompressed tar stream, and whether it was
 /// stored compressed (gzip or zstd); `None` for JSON (configs, manifests, indexes).
 fn open_layer<'a>(input: &'a mut impl std::io::BufRead) -> Result<Option<(Box<dyn Read + 'a>, bool)>> {
@@ -459,12 +465,7 @@ pub fn layer_sizes(archive: impl Read) -> Result<Sizes> {
         let mut input = std::io::BufReader::with_capacity(1 << 16, entry);
         if name == "manifest.json" {
             let manifest: serde_json::Value = serde_json::from_reader(input)?;
-            listed = manifest[0]["Layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l.as_str().map(str::to_owned))
-                .collect();
+            listed = strings(&manifest[0]["Layers"]);
             continue;
         }
         let Some((mut tar, compressed)) = open_layer(&mut input)? else {
@@ -614,12 +615,7 @@ pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<St
     let inspect = crate::docker::inspect_image(&reference)
         .with_context(|| format!("build it first: `cargo xtask build {name} --target {target}`"))?;
     violations.extend(image_config(&inspect, target));
-    let layers: Vec<String> = inspect["RootFS"]["Layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l.as_str().map(str::to_owned))
-        .collect();
+    let layers = strings(&inspect["RootFS"]["Layers"]);
     let scan = crate::docker::save_and_scan(&reference, target == "prod", &layers)?;
     ui::note(&format!(
         "{reference}: {} files in {} of its {} layers scanned",
