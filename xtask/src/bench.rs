@@ -726,7 +726,8 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
     let m = &project.manifest;
     let mut out = Vec::new();
     let limits = [("gateway", 25.0, 20.0), ("agent", 130.0, 80.0)];
-    let certs = project.certs_dir();
+    let run = crate::certs::RunAs::for_project(project);
+    run.prepare(&crate::certs::Spec::from_manifest(m))?;
     let network = format!("slipway-bench-{}", std::process::id());
     docker::step("network", &["network", "create", &network])
         .output(Output::Capture)
@@ -764,7 +765,8 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
                 let started = Instant::now();
                 docker::run_with_certs(
                     &name,
-                    &certs,
+                    &run,
+                    service,
                     &["--network", &network, "--network-alias", service],
                     &reference,
                 )

@@ -81,7 +81,8 @@ pub fn build(
     mode: Mode,
 ) -> Result<Vec<Built>> {
     let m = &project.manifest;
-    // In the order a user fixes things: the engine first, then the certificates.
+    // In the order a user fixes things: the engine first, then the certificates, then
+    // the disk.
     let builder = m.build.builder.as_deref();
     let engine = Engine::probe(project, builder, false)?;
     let certs_dir = project.certs_dir();
@@ -92,6 +93,16 @@ pub fn build(
             ca_file.display()
         )
     })?;
+    // Then room to write: the state directory and the engine's data root.
+    if !mode.dry_run {
+        let mut places = vec![crate::disk::Place::state(&project.state_dir())];
+        places.extend(
+            crate::docker::root_dir()
+                .map(|dir| crate::disk::Place::engine(Path::new(&dir)))
+                .filter(|p| p.path.exists()),
+        );
+        crate::disk::require(&places)?;
+    }
     let caps = &engine.capabilities;
     let linking = if caps.named_contexts.ok {
         Linking::Contexts
@@ -250,6 +261,14 @@ pub fn build(
             "the builder takes no named contexts ({}): building in layers, bases first",
             caps.named_contexts.why
         ));
+    }
+    // Nothing from an earlier run may stand for this one: bake's per-run metadata files
+    // are removed first (metadata.json, the digests of every image built so far, is
+    // only merged into after a bake succeeds), and no stamp is written until every
+    // image is checked. A bake that fails, or an engine that stops, part-way claims
+    // nothing.
+    for file in &metadata_files {
+        let _ = fs::remove_file(file);
     }
     plan.execute(false)?;
 

@@ -27,6 +27,9 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+mod run;
+pub use run::RunAs;
+
 use crate::manifest::{KeyType, Manifest};
 use crate::{flags, project::Project, ui};
 

@@ -251,7 +251,9 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
     if o.dry_run {
         println!("# {}: certificates, then build", job.job);
     } else {
-        certs::ensure(&project.certs_dir(), &certs::Spec::from_manifest(m), None)?;
+        let spec = certs::Spec::from_manifest(m);
+        certs::ensure(&project.certs_dir(), &spec, None)?;
+        certs::RunAs::for_project(project).prepare(&spec)?;
         ui::step(&format!("build {reference} ({})", job.platform));
     }
     let mode = build::Mode {
@@ -332,12 +334,13 @@ fn container_name(job: &Job) -> String {
 }
 
 /// `docker run` of the image as it ships: its own user and entrypoint, a read-only root
-/// filesystem, the certificates mounted read-only.
+/// filesystem, its own certificates mounted read-only.
 fn smoke_start(project: &Project, job: &Job, container: &str) -> Step {
     let reference = bake::service_ref(&project.manifest, &job.service, &job.target);
     let mut step = docker::run_with_certs(
         container,
-        &project.certs_dir(),
+        &certs::RunAs::for_project(project),
+        &job.service,
         &["--read-only", "--tmpfs", "/tmp"],
         &reference,
     );

@@ -67,8 +67,15 @@ impl Stack {
                 anyhow::bail!("the compose file {} does not exist", file.display());
             }
         }
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let env_file = project.root.join("env").join(format!("{target}.env"));
+        if !env_file.is_file() {
+            anyhow::bail!(
+                "the `{target}` target has no environment file {}: create it with `ENVIRONMENT={target}` \
+                 and the target's settings (compose reads it; it is never built into an image)",
+                env_file.display()
+            );
+        }
+        let run = crate::certs::RunAs::for_project(project);
         let suffix = if target == "prod" {
             String::new()
         } else {
@@ -80,9 +87,10 @@ impl Stack {
                 format!("{}/{}", m.registry.get_ref(), m.project.get_ref()),
             ),
             ("SLIPWAY_TAG".to_owned(), format!("{}{suffix}", m.version.get_ref())),
-            ("SLIPWAY_CERTS".to_owned(), project.certs_dir().display().to_string()),
-            ("RUN_UID".to_owned(), uid.to_string()),
-            ("RUN_GID".to_owned(), gid.to_string()),
+            ("SLIPWAY_TARGET".to_owned(), target.clone()),
+            ("SLIPWAY_CERTS".to_owned(), run.dir.display().to_string()),
+            ("RUN_UID".to_owned(), run.uid.to_string()),
+            ("RUN_GID".to_owned(), run.gid.to_string()),
             // The local Rust services compile in their container: every host CPU.
             (
                 "LOCAL_BUILD_CPUS".to_owned(),
@@ -290,6 +298,7 @@ mod tests {
         assert!(stack.files[1].ends_with("compose.local.yaml"));
         let env: std::collections::BTreeMap<_, _> = stack.env.iter().cloned().collect();
         assert_eq!(env["SLIPWAY_TAG"], "0.1.0-local");
+        assert_eq!(env["SLIPWAY_TARGET"], "local");
         assert_eq!(env["GATEWAY_PORT"], "8443");
         assert_eq!(env["AGENT_PORT"], "9443");
         assert_eq!(env["AGENT_PUBLISH"], "127.0.0.1");

@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 
 use crate::compose::{ServiceState, Stack};
 use crate::plan;
-use crate::{build, certs, flags, ports, project::Project, ui};
+use crate::{build, certs, docker, flags, ports, project::Project, ui};
 
 impl flags::Dev {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
@@ -43,6 +43,17 @@ impl flags::Dev {
             return Ok(());
         }
 
+        // In the order a user fixes things: the engine and its compose plugin, then the
+        // certificates, the ports, and (in `build`) the disk.
+        if let Err(why) = docker::engine_version() {
+            bail!("the Docker engine is not reachable ({why}): {}", docker::START_ENGINE);
+        }
+        if docker::compose_version().is_none() {
+            bail!(
+                "`docker compose` is missing: install the compose plugin (Debian: `apt-get install docker-compose`; \
+                 Docker's packages: docker-compose-plugin), then run `cargo xtask doctor`"
+            );
+        }
         // Already up and healthy: nothing to do.
         let states = stack.ps().unwrap_or_default();
         if stack_is_healthy(&states, &services) && stack_target(project) == target {
@@ -51,11 +62,9 @@ impl flags::Dev {
             return Ok(());
         }
 
-        let changes = certs::ensure(
-            &project.certs_dir(),
-            &certs::Spec::from_manifest(&project.manifest),
-            None,
-        )?;
+        let spec = certs::Spec::from_manifest(&project.manifest);
+        let changes = certs::ensure(&project.certs_dir(), &spec, None)?;
+        certs::RunAs::for_project(project).prepare(&spec)?;
         let made = changes.iter().filter(|c| c.what != "kept").count();
         if made > 0 {
             ui::note(&format!(

@@ -186,16 +186,23 @@ pub fn image_sizes(reference: &str) -> anyhow::Result<crate::lint::Sizes> {
         .pipe(|out| crate::lint::layer_sizes(out))
 }
 
-/// `docker run --detach --name NAME` of `reference` as the host user, with the
-/// certificates directory mounted read-only at `/certs` (the host user reads its 0600
-/// keys), and `extra` flags before the image.
-pub fn run_with_certs(name: &str, certs: &std::path::Path, extra: &[&str], reference: &str) -> Step {
-    let mount = format!("{}:/certs:ro", certs.display());
-    // SAFETY: getuid/getgid cannot fail.
-    let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+/// `docker run --detach --name NAME` of `reference` as the run user, with `service`'s
+/// certificates ([`crate::certs::RunAs::prepare`] makes them) mounted read-only at
+/// `/certs`, and `extra` flags before the image.
+pub fn run_with_certs(name: &str, run: &crate::certs::RunAs, service: &str, extra: &[&str], reference: &str) -> Step {
+    let mount = format!("{}:/certs:ro", run.service_dir(service).display());
     step(
         format!("start {reference}"),
-        &["run", "--detach", "--name", name, "--user", &user, "--volume", &mount],
+        &[
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--user",
+            &run.user(),
+            "--volume",
+            &mount,
+        ],
     )
     .args(has_start_interval().then(|| format!("--health-start-interval={START_INTERVAL}")))
     .args(extra.iter().copied())

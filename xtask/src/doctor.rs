@@ -7,14 +7,13 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::disk::Place;
 use crate::{docker, flags, ports, project::Project, ui};
 
 /// The oldest buildx with `bake --print`, secrets in bake files and `--metadata-file`.
 const MIN_BUILDX: (u32, u32, u32) = (0, 10, 0);
 /// The oldest compose v2 with `up --wait`, `watch` and `include`.
 const MIN_COMPOSE: (u32, u32, u32) = (2, 20, 0);
-/// Below this much free space a build fails part-way; below twice as much, warn.
-const MIN_FREE_GIB: f64 = 5.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,11 +150,11 @@ pub fn checks() -> Vec<Check> {
 
     if let Ok(project) = &project {
         out.push(certs_check(project));
-        out.push(disk_check("disk", &project.root));
+        out.push(disk_check("disk", &Place::state(&project.state_dir())));
         if engine.is_ok()
             && let Some(dir) = docker::root_dir().filter(|d| Path::new(d).exists())
         {
-            out.push(disk_check("engine disk", Path::new(&dir)));
+            out.push(disk_check("engine disk", &Place::engine(Path::new(&dir))));
         }
         out.extend(port_checks(project));
     }
@@ -246,44 +245,31 @@ fn certs_check(project: &Project) -> Check {
     }
 }
 
-fn disk_check(name: &str, path: &Path) -> Check {
-    match free_gib(path) {
-        Some(gib) if gib < MIN_FREE_GIB => check(
+/// The same limits `build` and `dev` require ([`crate::disk`]); below twice as much, warn.
+fn disk_check(name: &str, place: &Place) -> Check {
+    let path = place.path.display();
+    match place.free_gib() {
+        Some(gib) if gib < place.min_gib => check(
             name,
             Status::Fail,
-            format!("{gib:.1} GiB free at {}", path.display()),
-            Some("free some space (`docker system prune` removes unused images and build cache)"),
+            format!(
+                "{gib:.1} GiB free at {path} ({}; needs {} GiB)",
+                place.what, place.min_gib
+            ),
+            Some(place.fix()),
         ),
-        Some(gib) if gib < 2.0 * MIN_FREE_GIB => check(
+        Some(gib) if gib < 2.0 * place.min_gib => check(
             name,
             Status::Warn,
-            format!("{gib:.1} GiB free at {}", path.display()),
-            Some("builds need several GiB: `docker system prune` removes unused images and build cache"),
+            format!(
+                "{gib:.1} GiB free at {path} ({}; needs {} GiB)",
+                place.what, place.min_gib
+            ),
+            Some(place.fix()),
         ),
-        Some(gib) => check(
-            name,
-            Status::Ok,
-            format!("{gib:.1} GiB free at {}", path.display()),
-            None,
-        ),
-        None => check(
-            name,
-            Status::Warn,
-            format!("cannot read free space at {}", path.display()),
-            None,
-        ),
+        Some(gib) => check(name, Status::Ok, format!("{gib:.1} GiB free at {path}"), None),
+        None => check(name, Status::Warn, format!("cannot read free space at {path}"), None),
     }
-}
-
-fn free_gib(path: &Path) -> Option<f64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct we pass; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as f64 * st.f_frsize as f64 / (1u64 << 30) as f64)
 }
 
 fn port_checks(project: &Project) -> Vec<Check> {

@@ -13,6 +13,7 @@ mod ci;
 mod codegen;
 mod compose;
 mod dev;
+mod disk;
 mod docker;
 mod doctor;
 mod down;

@@ -682,12 +682,22 @@ impl TestStack {
         self.command(args).output().unwrap()
     }
 
-    /// No container and no network of the stack is left.
+    /// No container and no network of the stack is left (`down` keeps volumes: see
+    /// [`TestStack::volumes`]).
     fn assert_nothing_left(&self) {
         let containers = self.containers();
         assert!(containers.is_empty(), "containers left: {containers:?}");
         let networks = self.networks();
         assert!(networks.is_empty(), "networks left: {networks:?}");
+    }
+
+    /// The stack's volumes (the local gateway's build output).
+    fn volumes(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        docker_ok(&["volume", "ls", "--quiet", "--filter", &filter])
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn containers(&self) -> Vec<String> {
@@ -708,14 +718,14 @@ impl TestStack {
 
 impl Drop for TestStack {
     fn drop(&mut self) {
-        let _ = self.run(&["down"]);
+        let _ = self.run(&["down", "--volumes"]);
         let _ = std::fs::remove_dir_all(self.manifest.parent().unwrap());
     }
 }
 
-/// `docker compose config` of the checkout's `files`, as JSON, with the variables `dev`
-/// would set that have no default.
-fn compose_config(files: &[&str]) -> serde_json::Value {
+/// `docker compose config` of the checkout's `files` for `target`, as JSON, with the
+/// variables `dev` would set that have no default.
+fn compose_config(files: &[&str], target: &str) -> serde_json::Value {
     let mut args = vec!["compose"];
     for f in files {
         args.extend(["--file", f]);
@@ -726,6 +736,7 @@ fn compose_config(files: &[&str]) -> serde_json::Value {
         .current_dir(root())
         .env("SLIPWAY_IMAGE_PREFIX", "registry/project")
         .env("SLIPWAY_TAG", "tag")
+        .env("SLIPWAY_TARGET", target)
         .env("SLIPWAY_CERTS", "/certs")
         .output()
         .unwrap();
@@ -737,7 +748,7 @@ fn compose_config(files: &[&str]) -> serde_json::Value {
 #[ignore = "needs the Docker engine: run `cargo xtask test`"]
 fn the_compose_file_and_the_manifest_name_the_same_services() {
     let _serial = serial();
-    let config = compose_config(&["compose.yaml", "compose.local.yaml"]);
+    let config = compose_config(&["compose.yaml", "compose.local.yaml"], "local");
     let mut in_compose: Vec<String> = config["services"].as_object().unwrap().keys().cloned().collect();
     in_compose.sort();
     let manifest = std::fs::read_to_string(root().join("slipway.toml")).unwrap();
@@ -768,42 +779,48 @@ fn the_compose_file_and_the_manifest_name_the_same_services() {
     }
     // Every published port, the debugger's included, is on loopback, in every target
     // (`local` adds compose.local.yaml; dev and prod use compose.yaml alone).
-    for files in [&["compose.yaml"][..], &["compose.yaml", "compose.local.yaml"]] {
-        let config = compose_config(files);
+    for (target, files) in [
+        ("local", &["compose.yaml", "compose.local.yaml"][..]),
+        ("dev", &["compose.yaml"]),
+        ("prod", &["compose.yaml"]),
+    ] {
+        let config = compose_config(files, target);
         let mut published = 0;
         for (name, service) in config["services"].as_object().unwrap() {
             // Least privilege: no capability, nothing gained through setuid, bounded memory
-            // and CPU; a read-only root filesystem except where the toolchain writes
-            // (the local gateway builds in its container).
-            assert_eq!(service["cap_drop"], serde_json::json!(["ALL"]), "{files:?}: {name}");
+            // and CPU, a read-only root filesystem, and the host user (never root), the
+            // local gateway's toolchain included (its output is in a volume).
+            assert_eq!(service["cap_drop"], serde_json::json!(["ALL"]), "{target}: {name}");
             assert_eq!(
                 service["security_opt"],
                 serde_json::json!(["no-new-privileges:true"]),
-                "{files:?}: {name}"
+                "{target}: {name}"
             );
             assert!(
                 service["mem_limit"].as_str().is_some_and(|m| !m.is_empty() && m != "0"),
-                "{files:?}: {name}: {service}"
+                "{target}: {name}: {service}"
             );
             assert!(
                 service["cpus"].as_f64().is_some_and(|c| c > 0.0),
-                "{files:?}: {name}: {service}"
+                "{target}: {name}: {service}"
             );
-            let builds_here = name == "gateway" && files.contains(&"compose.local.yaml");
-            assert_eq!(
-                service["read_only"].as_bool().unwrap_or(false),
-                !builds_here,
-                "{files:?}: {name}"
+            assert_eq!(service["read_only"], true, "{target}: {name}");
+            let user = service["user"].as_str().unwrap_or("");
+            assert!(
+                !user.is_empty() && !user.starts_with("0:") && user != "0" && user != "root",
+                "{target}: {name} runs as `{user}`"
             );
+            // The target's environment file, read by compose (never baked).
+            assert_eq!(service["environment"]["ENVIRONMENT"], target, "{target}: {name}");
             for port in service["ports"].as_array().into_iter().flatten() {
                 assert_eq!(
                     port["host_ip"], "127.0.0.1",
-                    "{files:?}: {name} publishes {port} beyond loopback"
+                    "{target}: {name} publishes {port} beyond loopback"
                 );
                 published += 1;
             }
         }
-        assert!(published >= 2, "{files:?}: {config:#}");
+        assert!(published >= 2, "{target}: {config:#}");
     }
     // Started after the agent, and healthy beside it (not after it): `dev` waits for both.
     assert_eq!(
@@ -868,9 +885,20 @@ fn dev_brings_the_stack_up_healthy_and_down_leaves_nothing() {
         "the agent was restarted"
     );
 
+    // The target's environment file reached both services.
+    let health = https_get(stack.gateway_port, "localhost", &certs, None, "/health").unwrap();
+    assert!(health.contains("\"environment\":\"local\""), "{health}");
+
     let down = stack.run(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
     stack.assert_nothing_left();
+    // `down` keeps the local gateway's build output (the next `dev` reuses it);
+    // `down --volumes` removes it.
+    let kept = stack.volumes();
+    assert!(kept.iter().any(|v| v.ends_with("gateway-target")), "{kept:?}");
+    let down = stack.run(&["down", "--volumes"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(stack.volumes().is_empty(), "{:?}", stack.volumes());
 }
 
 #[test]
@@ -1018,28 +1046,55 @@ impl Registry {
             ),
         )
         .unwrap();
-        let child = Command::new("docker-registry")
+        let child = Registry::spawn(&dir);
+        let registry = Registry { child, port, dir };
+        registry.wait_up();
+        registry
+    }
+
+    fn spawn(dir: &Path) -> std::process::Child {
+        Command::new("docker-registry")
             .arg("serve")
-            .arg(&config)
+            .arg(dir.join("config.yml"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("log"))
+                    .unwrap(),
+            )
             .spawn()
-            .expect("docker-registry (../shared/tools/engine-up.sh installs it)");
-        let registry = Registry { child, port, dir };
+            .expect("docker-registry (../shared/tools/engine-up.sh installs it)")
+    }
+
+    fn wait_up(&self) {
         let started = Instant::now();
-        while registry.get("/v2/").is_err() {
+        while self.get("/v2/").is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(15),
                 "the registry did not answer"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        registry
     }
 
     fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the registry (its storage stays).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port, with the same storage.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Registry::spawn(&self.dir);
+        self.wait_up();
     }
 
     /// A GET of the registry API: the headers and the body.
@@ -1339,26 +1394,9 @@ fn a_second_build_on_one_checkout_waits_for_the_first() {
         .open(root().join(".slipway/build.lock"))
         .unwrap();
     lock.lock().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["build", "--target", "prod"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let said = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let said = Arc::clone(&said);
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stderr);
-            let mut line = String::new();
-            while std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) > 0 {
-                said.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        })
-    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["build", "--target", "prod"]).env("NO_COLOR", "1");
+    let (mut child, said, reader) = spawn_reading(cmd);
     let started = Instant::now();
     while !said.lock().unwrap().contains("waiting for another `cargo xtask build`") {
         assert!(
@@ -1386,4 +1424,317 @@ fn a_second_build_on_one_checkout_waits_for_the_first() {
         "{}",
         said.lock().unwrap()
     );
+}
+
+/// `cmd` started with its output (stdout and stderr, as they come) gathered in a string
+/// the test can read while it runs; the reader ends with the child.
+fn spawn_reading(mut cmd: Command) -> (std::process::Child, Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = Arc::new(Mutex::new(String::new()));
+    let readers: Vec<Box<dyn Read + Send>> = vec![
+        Box::new(child.stdout.take().unwrap()),
+        Box::new(child.stderr.take().unwrap()),
+    ];
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|stream| {
+            let said = Arc::clone(&said);
+            std::thread::spawn(move || {
+                let mut lines = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                while std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) > 0 {
+                    said.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            })
+        })
+        .collect();
+    let reader = std::thread::spawn(move || handles.into_iter().for_each(|h| h.join().unwrap()));
+    (child, said, reader)
+}
+
+/// Wait until `said` holds `what` (or the child ends, or `secs` pass).
+fn wait_for_line(child: &mut std::process::Child, said: &Mutex<String>, what: &str, secs: u64) {
+    let started = Instant::now();
+    while !said.lock().unwrap().contains(what) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it ended before `{what}`: {}",
+            said.lock().unwrap()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "no `{what}` in {secs} s: {}",
+            said.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The child's exit, or a failure (and the child killed) after `secs`.
+fn wait_at_most(child: &mut std::process::Child, secs: u64, said: &Mutex<String>) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            panic!("still running after {secs} s: {}", said.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether this test process may do what only root can (restart the engine, mount).
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The running `dockerd`, as it was started: to stop it and start it again the same
+/// way (its arguments, environment, working directory and log), whoever started it.
+struct Daemon {
+    pid: i32,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    log: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// The one dockerd serving the default socket (one started without `-H`, when
+    /// several run).
+    fn find() -> Daemon {
+        let read = |pid: &str, file: &str| -> Vec<String> {
+            std::fs::read(format!("/proc/{pid}/{file}"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        };
+        let pids = processes_named("dockerd");
+        let pid = pids
+            .iter()
+            .find(|pid| {
+                !read(pid, "cmdline")
+                    .iter()
+                    .any(|a| a == "-H" || a.starts_with("--host"))
+            })
+            .unwrap_or_else(|| panic!("no dockerd on the default socket among {pids:?}"));
+        Daemon {
+            pid: pid.parse().unwrap(),
+            argv: read(pid, "cmdline"),
+            env: read(pid, "environ")
+                .into_iter()
+                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                .collect(),
+            cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| "/".into()),
+            log: std::fs::read_link(format!("/proc/{pid}/fd/1"))
+                .ok()
+                .filter(|p| p.is_absolute() && p.is_file()),
+        }
+    }
+
+    /// SIGTERM (what `systemctl restart` sends), then start it again as it was, and
+    /// wait until it answers.
+    fn restart(&self) {
+        // SAFETY: signalling a process by its pid.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while processes_named("dockerd").contains(&self.pid.to_string()) {
+            assert!(Instant::now() < deadline, "dockerd did not stop in 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = |append: bool| -> Stdio {
+            match &self.log {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(append)
+                    .write(true)
+                    .open(path)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+                None => Stdio::null(),
+            }
+        };
+        use std::os::unix::process::CommandExt;
+        // The engine outlives the test: it is never waited for (when the test process
+        // ends, it is adopted by init).
+        #[expect(clippy::zombie_processes, reason = "a daemon that outlives the test")]
+        let _daemon = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(log(true))
+            .stderr(log(true))
+            .process_group(0)
+            .spawn()
+            .expect("starting dockerd again");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !docker(&["version", "--format", "{{.Server.Version}}"]).status.success() {
+            assert!(Instant::now() < deadline, "dockerd did not come back in 90 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The state files a build writes when it succeeds, with their modification times.
+fn build_records() -> Vec<(PathBuf, std::time::SystemTime)> {
+    std::fs::read_dir(root().join(".slipway/build"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("stamp-") || name.starts_with("metadata")
+        })
+        .map(|e| (e.path(), e.metadata().unwrap().modified().unwrap()))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn an_engine_restarted_mid_build_fails_clearly_claims_nothing_and_the_next_build_completes() {
+    let _serial = serial();
+    built();
+    if !is_root() {
+        eprintln!("skipped: restarting dockerd needs root");
+        return;
+    }
+    let daemon = Daemon::find();
+    let before = image_id(IMAGES[5]);
+    let records = build_records();
+    // An agent edit: real work for bake to do when the engine goes away.
+    let (app, original, _restore) = edit_agent();
+    std::fs::write(&app, format!("{original}\n# engine restart test\n")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["build", "agent", "--target", "prod"]).env("NO_COLOR", "1");
+    let (mut child, said, reader) = spawn_reading(cmd);
+    wait_for_line(&mut child, &said, "bake ", 120);
+    daemon.restart();
+    let status = wait_at_most(&mut child, 120, &said);
+    reader.join().unwrap();
+    let out = said.lock().unwrap().clone();
+    if status.success() {
+        // The bake finished before the engine stopped: nothing was interrupted.
+        panic!("the build outran the restart; nothing was tested:\n{out}");
+    }
+    assert!(
+        out.contains("`cargo xtask doctor` checks the engine") || out.contains("not reachable"),
+        "no clear error:\n{out}"
+    );
+    // No stamp or metadata file written by the failed build: nothing claims it.
+    assert_eq!(build_records(), records, "a failed build left a record:\n{out}");
+    // The next run completes, with the edit in the image.
+    let next = xtask(&["build", "agent", "--target", "prod"]);
+    assert!(next.status.success(), "{}", text(&next));
+    assert!(text(&next).contains("bake"), "{}", text(&next));
+    assert_ne!(image_id(IMAGES[5]), before, "the edit is not in the image");
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_registry_gone_mid_push_records_no_release_and_the_next_run_completes() {
+    let _serial = serial();
+    built();
+    let mut registry = Registry::start();
+    let manifest = registry.dir.join("slipway.toml");
+    let text_of_manifest = std::fs::read_to_string(root().join("slipway.toml")).unwrap().replace(
+        "registry = \"localhost:5000\"",
+        &format!("registry = \"{}\"", registry.host()),
+    );
+    std::fs::write(&manifest, text_of_manifest).unwrap();
+    let record = root().join(".slipway/release/prod.json");
+    let host = registry.host();
+    let released_here = || std::fs::read_to_string(&record).unwrap_or_default().contains(&host);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["release", "agent", "--push", "--allow-unscanned"])
+        .env("NO_COLOR", "1")
+        .env("SLIPWAY_MANIFEST", &manifest);
+    let (mut child, said, reader) = spawn_reading(cmd);
+    // Stopped as the first upload begins.
+    let uploads = registry.dir.join("data/docker/registry/v2/repositories");
+    let started = Instant::now();
+    while !uploads.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "{}", said.lock().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(300), "no upload began");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    registry.stop();
+    let status = wait_at_most(&mut child, 300, &said);
+    reader.join().unwrap();
+    let out = said.lock().unwrap().clone();
+    assert!(!status.success(), "the push succeeded with the registry gone:\n{out}");
+    assert!(
+        out.contains(&format!(
+            "a push needs the registry {} up and reachable",
+            registry.host()
+        )),
+        "{out}"
+    );
+    assert!(!released_here(), "a failed push was recorded as released:\n{out}");
+
+    // The registry back (same port, same storage): the next run completes.
+    registry.restart();
+    let again = xtask_with(&manifest, &["release", "agent", "--push", "--allow-unscanned"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(released_here(), "{}", text(&again));
+    let repository = format!("{}/platform/agent", registry.host());
+    let pushed = registry.digest("platform/agent", "0.1.0");
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    assert!(recorded.contains(&format!("{repository}@{pushed}")), "{recorded}");
+}
+
+/// A small filesystem mounted for a test, unmounted however it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_nearly_full_disk_is_named_before_anything_is_written() {
+    let _serial = serial();
+    built();
+    if !is_root() {
+        eprintln!("skipped: mounting a small filesystem needs root");
+        return;
+    }
+    // The state directory on a filesystem of 16 MiB: room for certificates, not for a build.
+    let (dir, run) = own_project("disk-test");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t tmpfs");
+    let _mounted = Mounted(state.clone());
+    let certs = run(&["certs"]);
+    assert!(certs.status.success(), "{}", text(&certs));
+    let out = run(&["build", "--target", "prod"]);
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains("the disk is nearly full")
+            && msg.contains(&state.display().to_string())
+            && msg.contains("the state directory"),
+        "{msg}"
+    );
+    assert!(!msg.contains("bake"), "a bake started:\n{msg}");
+    assert!(!state.join("build").exists(), "the build wrote in the state directory");
+    drop(_mounted);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,8 @@ CERTS = Path(os.environ.get("CERTS_DIR", "/certs"))
 
 def test_routes():
     client = TestClient(app)
-    assert client.get("/health").json() == {"status": "ok", "service": "agent"}
+    health = client.get("/health").json()
+    assert health == {"status": "ok", "service": "agent", "environment": os.environ.get("ENVIRONMENT", "unset")}
     assert client.get("/api/echo", params={"msg": "hi"}).json() == {"echo": "hi"}
     assert client.post("/api/echo", json={"a": 1}).json() == {"echo": {"a": 1}}
     assert client.post("/api/echo", content=b"not json").status_code == 400

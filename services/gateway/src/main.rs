@@ -76,6 +76,8 @@ struct Config {
     agent_port: u16,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    /// `ENVIRONMENT` (local, dev or prod), from the target's environment file.
+    environment: String,
 }
 
 fn config() -> Result<Config, String> {
@@ -114,6 +116,7 @@ fn config() -> Result<Config, String> {
         agent_port: port,
         server: Arc::new(server),
         client: Arc::new(client),
+        environment: env_or("ENVIRONMENT", "unset"),
     })
 }
 
@@ -205,9 +208,10 @@ async fn handle(req: Request<Incoming>, config: Arc<Config>) -> Result<Response<
         (Method::GET, "/health") => {
             let agent = call_agent(&config, Method::GET, "/health", None, Bytes::new()).await;
             match agent {
-                Ok((status, _, _)) if status.is_success() => {
-                    json(StatusCode::OK, serde_json::json!({"status": "ok", "agent": "ok"}))
-                }
+                Ok((status, _, _)) if status.is_success() => json(
+                    StatusCode::OK,
+                    serde_json::json!({"status": "ok", "agent": "ok", "environment": config.environment}),
+                ),
                 Ok((status, _, _)) => json(
                     StatusCode::OK,
                     serde_json::json!({"status": "degraded", "agent": format!("unhealthy: HTTP {}", status.as_u16())}),

@@ -1,5 +1,6 @@
 """The agent's routes: `/health` for its own check, and a small `/api`."""
 
+import os
 import platform
 
 from starlette.applications import Starlette
@@ -11,7 +12,9 @@ GREETING = "hello from the agent"
 
 
 async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok", "service": "agent"})
+    return JSONResponse(
+        {"status": "ok", "service": "agent", "environment": os.environ.get("ENVIRONMENT", "unset")}
+    )
 
 
 async def hello(request: Request) -> JSONResponse:
