@@ -29,12 +29,18 @@
 //! - `dev --detach` to healthy with images cached: `down`, then the command, timed.
 //! - edit-to-served: an edit to the running local stack, polled through the gateway
 //!   until the new answer arrives.
+//! - load (xtask/src/load.rs): on the `dev` stack, N requests through the gateway (an mTLS
+//!   call to the agent each) at a fixed concurrency from one `curl --parallel` on
+//!   loopback: p50/p99 of curl's own request times (medians over the runs), errors, RSS
+//!   of each container before and after. On the `local` stack, the same load with an
+//!   edit to the agent one second in: failures outside the reload window (from the edit
+//!   to the new code answering through the gateway).
 //! - prod sizes (`docker image inspect`), idle RSS (`docker top`, after 5 s idle, the
 //!   processes of the container summed), start-to-healthy (`docker run` of the prod image
 //!   to its first passing health check).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -218,6 +224,17 @@ impl flags::Bench {
         };
 
         sh("certificates", &format!("{xtask} certs"), root)?;
+        if let Some(group) = self.only.as_deref() {
+            let figures = match group {
+                "stack" => stack_figures(project, &xtask, runs.min(3))?,
+                "load" => load_figures(project, &xtask, runs.min(3))?,
+                "prod" => prod_figures(project, runs.min(3))?,
+                other => bail!("--only {other}: the groups are stack, load and prod (a full run measures the builds)"),
+            };
+            print!("{}", markdown(&figures, "now", &machine_summary(), self.quick));
+            ui::note("--only: docs/benchmarks.md is written by a full run only");
+            return Ok(());
+        }
         let other = self
             .also_on
             .as_deref()
@@ -344,6 +361,9 @@ impl flags::Bench {
         for f in figures.iter().rev().take(3) {
             note(f);
         }
+
+        ui::step("load on the stack: latency, errors, memory; the agent reloaded under load");
+        figures.extend(load_figures(project, &xtask, runs.min(3))?);
 
         ui::step("prod images: sizes, idle memory, start to healthy");
         figures.extend(prod_figures(project, runs.min(3))?);
@@ -637,16 +657,21 @@ fn https_status(port: u16, ca: &Path, path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn stack_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figure>> {
-    let root = &project.root;
-    let ca = project.certs_dir().join(crate::certs::CA_CERT);
-    let gateway_port = project
+/// The Root CA to trust and the gateway's host port: where the stack is called.
+fn gateway_endpoint(project: &Project) -> (PathBuf, u16) {
+    let port = project
         .manifest
         .services
         .get("gateway")
         .and_then(|s| s.ports.first())
         .map(|p| *p.get_ref())
         .unwrap_or(8443);
+    (project.certs_dir().join(crate::certs::CA_CERT), port)
+}
+
+fn stack_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figure>> {
+    let root = &project.root;
+    let (ca, gateway_port) = gateway_endpoint(project);
     let mut ups = Vec::new();
     for _ in 0..runs {
         sh("down", &format!("{xtask} down"), root)?;
@@ -722,6 +747,159 @@ fn stack_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figu
     Ok(out)
 }
 
+/// How many requests each load run makes, and how many are in flight at once.
+const LOAD_REQUESTS: usize = 2000;
+const LOAD_CONCURRENCY: usize = 16;
+
+/// The load on the stack (see [`crate::load`]). On the `dev` target (release binaries, no
+/// reload): `runs` runs of [`LOAD_REQUESTS`] at [`LOAD_CONCURRENCY`], their p50 and p99
+/// (medians over the runs), errors, and each container's RSS before the first and after
+/// the last. On the `local` target: the same load while the agent reloads (an edit to
+/// its source one second in); the reload window runs from the edit until the new code
+/// answers through the gateway, and every failure outside it is counted.
+fn load_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figure>> {
+    let root = &project.root;
+    let (ca, port) = gateway_endpoint(project);
+    let load = crate::load::step(port, &ca, "/api/echo?msg=load", LOAD_REQUESTS, LOAD_CONCURRENCY);
+    let container = |target: &str, service: &str| -> Result<String> {
+        let stack = crate::compose::Stack::new(project, Some(target))?;
+        stack
+            .ps()?
+            .into_iter()
+            .find(|s| s.service == service)
+            .map(|s| s.container)
+            .ok_or_else(|| anyhow::anyhow!("no {service} container in the {target} stack"))
+    };
+    let mut out = Vec::new();
+    let shape = format!("{LOAD_REQUESTS} requests, {LOAD_CONCURRENCY} at a time");
+
+    sh("down", &format!("{xtask} down"), root)?;
+    sh(
+        "dev --detach --target dev",
+        &format!("{xtask} dev --detach --target dev"),
+        root,
+    )?;
+    let measured = (|| -> Result<()> {
+        let (gateway, agent) = (container("dev", "gateway")?, container("dev", "agent")?);
+        let before = (crate::load::rss_mib(&gateway)?, crate::load::rss_mib(&agent)?);
+        let mut p50 = Vec::new();
+        let mut p99 = Vec::new();
+        let mut rate = Vec::new();
+        let mut errors = 0;
+        for _ in 0..runs {
+            let run = crate::load::run(&load)?;
+            p50.push(run.quantile_ms(0.5));
+            p99.push(run.quantile_ms(0.99));
+            rate.push(run.per_second());
+            errors += run.errors();
+        }
+        let after = (crate::load::rss_mib(&gateway)?, crate::load::rss_mib(&agent)?);
+        let (p50, p99, rate) = (median(p50), median(p99), median(rate));
+        out.push(fig(
+            "load through the gateway to the agent (dev, mTLS), p50",
+            p50,
+            "ms",
+            runs,
+            Some(format!("p99 {p99:.1} ms; {rate:.0} requests/s; {shape}")),
+            "(no target)",
+            None,
+        ));
+        out.push(fig(
+            "load through the gateway to the agent (dev, mTLS), p99",
+            p99,
+            "ms",
+            runs,
+            None,
+            "(no target)",
+            None,
+        ));
+        out.push(fig(
+            "load: failed requests",
+            errors as f64,
+            "requests",
+            runs,
+            Some(format!("of {} ({shape}, {runs} runs)", runs * LOAD_REQUESTS)),
+            "0",
+            Some(errors == 0),
+        ));
+        for (service, (b, a)) in [("gateway", (before.0, after.0)), ("agent", (before.1, after.1))] {
+            out.push(fig(
+                &format!("{service} RSS after the load (dev)"),
+                a,
+                "MiB",
+                1,
+                Some(format!("before: {b:.1} MiB")),
+                "(no target)",
+                None,
+            ));
+        }
+        Ok(())
+    })();
+    if let Err(err) = measured {
+        let _ = sh("down", &format!("{xtask} down"), root);
+        return Err(err);
+    }
+
+    sh(
+        "dev --detach --target local",
+        &format!("{xtask} dev --detach --target local"),
+        root,
+    )?;
+    let app = root.join("services/agent/src/agent/app.py");
+    let original = std::fs::read_to_string(&app)?;
+    let reloaded = (|| -> Result<Figure> {
+        let (from, to) = (
+            "GREETING = \"hello from the agent\"",
+            "GREETING = \"hello from the reloaded agent\"",
+        );
+        if !original.contains(from) {
+            bail!("{} no longer holds `{from}`: the bench edits that line", app.display());
+        }
+        let edit = std::thread::scope(|scope| -> Result<(crate::load::Run, SystemTime, SystemTime)> {
+            let running = scope.spawn(|| crate::load::run(&load));
+            std::thread::sleep(Duration::from_secs(1));
+            let edited = SystemTime::now();
+            std::fs::write(&app, original.replace(from, to))?;
+            // The window ends when the new code answers (through the gateway).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !https_status(port, &ca, "/api/hello").contains("hello from the reloaded agent") {
+                if Instant::now() > deadline {
+                    bail!("the agent's edit was not served within 60 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let served = SystemTime::now();
+            let run = running
+                .join()
+                .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+            Ok((run, edited, served))
+        });
+        std::fs::write(&app, &original)?;
+        let (run, edited, served) = edit?;
+        if served > run.samples.iter().map(|s| s.end).max().unwrap_or(served) {
+            bail!("the load ended before the reload did: make it longer (LOAD_REQUESTS)");
+        }
+        let outside = crate::load::failed_outside(&run, edited, served);
+        let window = served.duration_since(edited).unwrap_or_default().as_secs_f64();
+        Ok(fig(
+            "agent reload under load (local): requests failed outside the reload window",
+            outside as f64,
+            "requests",
+            1,
+            Some(format!(
+                "{} failed inside the window of {window:.2} s (edit to the new code answering); {} requests, {LOAD_CONCURRENCY} at a time",
+                run.errors() - outside,
+                run.samples.len()
+            )),
+            "0",
+            Some(outside == 0),
+        ))
+    })();
+    sh("down", &format!("{xtask} down"), root)?;
+    out.push(reloaded?);
+    Ok(out)
+}
+
 fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
     let m = &project.manifest;
     let mut out = Vec::new();
@@ -787,16 +965,7 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 std::thread::sleep(Duration::from_secs(5));
-                let top = docker::step("top", &["top", &name, "-o", "pid,rss"])
-                    .output(Output::Capture)
-                    .run()?
-                    .stdout;
-                let kib: f64 = top
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                    .sum();
-                rss.push(kib / 1024.0);
+                rss.push(crate::load::rss_mib(&name)?);
             }
             let h = median(healthy);
             out.push(fig(

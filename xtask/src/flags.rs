@@ -176,6 +176,9 @@ xflags::xflags! {
             /// Also measure the no-op and the cold build on a second engine, side by side
             /// in the same run: its DOCKER_HOST (`unix:///run/legacy.sock`).
             optional --also-on host: String
+            /// Measure one group only and print it (stack, load or prod); a full run
+            /// writes docs/benchmarks.md.
+            optional --only group: String
         }
 
         /// Make what is missing under `.<brand>/certs/`: the Root CA, a server
@@ -347,6 +350,7 @@ pub struct Bench {
     pub quick: bool,
     pub json: bool,
     pub also_on: Option<String>,
+    pub only: Option<String>,
 }
 
 #[derive(Debug)]

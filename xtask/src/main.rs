@@ -21,6 +21,7 @@ mod engine;
 mod flags;
 mod git;
 mod lint;
+mod load;
 mod logs;
 mod manifest;
 mod plan;
