@@ -132,6 +132,21 @@ fn with_the_engine_down_and_no_certificates_build_names_the_engine_first() {
     assert!(said.contains("the Docker engine is not reachable"), "{said}");
     assert!(said.contains("start the Docker daemon"), "{said}");
     assert!(!said.contains("Root CA"), "the certificates before the engine: {said}");
+
+    // `dev` too: the engine is named, and no certificate is made before it answers.
+    let out = xtask()
+        .args(["dev", "--detach"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("SLIPWAY_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("the Docker engine is not reachable"), "{said}");
+    assert!(
+        !state.join("certs").exists(),
+        "certificates made before the engine: {said}"
+    );
     let _ = std::fs::remove_dir_all(&state);
 }
 
