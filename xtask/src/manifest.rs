@@ -850,6 +850,12 @@ fn check_relative(path: &str) -> Result<(), &'static str> {
         Err("is absolute: give it relative to the repository root")
     } else if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         Err("leaves the repository (`..`): give it relative to the repository root")
+    } else if p.components().all(|c| matches!(c, std::path::Component::CurDir)) {
+        Err("is the whole repository, whose state directory holds every key: name the service's own files")
+    } else if p.components().find(|c| !matches!(c, std::path::Component::CurDir))
+        == Some(std::path::Component::Normal("env".as_ref()))
+    {
+        Err("is under env/, the per-target environment files, which are never built into an image")
     } else {
         Ok(())
     }
@@ -1092,6 +1098,24 @@ server = "agent"
     fn syntax_errors_are_located() {
         let found = problems("registry = \"unterminated\nproject = \"p\"\n");
         assert!(found.iter().any(|p| p.starts_with("1:")), "{found:#?}");
+    }
+
+    #[test]
+    fn no_build_context_takes_the_environment_files_or_the_whole_repository() {
+        for (path, why) in [
+            ("env", "under env/"),
+            ("./env/local.env", "under env/"),
+            (".", "the whole repository"),
+            ("./", "the whole repository"),
+        ] {
+            let text = GOOD.replace("path = \"services/agent\"", &format!("path = \"{path}\""));
+            let err = Manifest::parse(&text, Path::new("slipway.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("path `{path}` is {why}")), "{err}");
+        }
+        assert!(check_relative("services/envoy").is_ok());
+        assert!(check_relative("services/env").is_ok());
     }
 
     #[test]
