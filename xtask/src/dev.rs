@@ -20,6 +20,15 @@ impl flags::Dev {
         let timeout = Duration::from_secs(self.timeout.unwrap_or(120));
         let stack = Stack::new(project, Some(&target))?;
         let services: Vec<String> = project.manifest.services.keys().map(|k| k.get_ref().clone()).collect();
+        if self.config {
+            let config = stack.step(format!("the {target} stack's compose file"), &["config"]);
+            if dry_run {
+                println!("{}", config.command_line());
+            } else {
+                config.output(plan::Output::Inherit).run()?;
+            }
+            return Ok(());
+        }
         if dry_run {
             let spec = certs::Spec::from_manifest(&project.manifest);
             for change in certs::plan(&project.certs_dir(), &spec, None)? {

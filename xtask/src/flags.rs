@@ -72,6 +72,9 @@ xflags::xflags! {
             optional --detach
             /// Seconds to wait for every service to be healthy (default 120).
             optional --timeout secs: u64
+            /// Print the target's compose file as `dev` would run it (`docker compose
+            /// config`, with the variables `dev` sets) and start nothing.
+            optional --config
         }
 
         /// Stop the stack and remove its containers and network.
@@ -272,6 +275,7 @@ pub struct Dev {
     pub target: Option<String>,
     pub detach: bool,
     pub timeout: Option<u64>,
+    pub config: bool,
 }
 
 #[derive(Debug)]

@@ -821,6 +821,22 @@ fn the_compose_file_and_the_manifest_name_the_same_services() {
             }
         }
         assert!(published >= 2, "{target}: {config:#}");
+        // What a user reads: `dev --config`, with the variables `dev` sets.
+        let shown = xtask_ok(&["dev", "--target", target, "--config"]);
+        assert_eq!(
+            shown.matches("host_ip: 127.0.0.1").count(),
+            published,
+            "{target}:\n{shown}"
+        );
+        assert!(
+            !shown.contains("user: 0:") && shown.contains("user: "),
+            "{target}:\n{shown}"
+        );
+        assert!(shown.contains(&format!("ENVIRONMENT: {target}")), "{target}:\n{shown}");
+        assert!(
+            !shown.contains("certs:/certs") && shown.contains("run-certs/agent"),
+            "{target}:\n{shown}"
+        );
     }
     // Started after the agent, and healthy beside it (not after it): `dev` waits for both.
     assert_eq!(
