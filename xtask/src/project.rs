@@ -53,16 +53,34 @@ pub struct Project {
     pub manifest: Manifest,
 }
 
-/// The repository root: the parent of the `xtask/` crate, or `SLIPWAY_ROOT` (another
-/// checkout of the same project, such as a scratch clone in a test).
+/// The repository root, found when the xtask runs (never a path compiled into it, so
+/// two clones sharing one CARGO_TARGET_DIR each act on their own checkout):
+/// `SLIPWAY_ROOT` when set (another checkout of the project, such as a scratch clone in a
+/// test); else the parent of the `xtask/` package `cargo run` (the `cargo xtask` alias)
+/// names in `CARGO_MANIFEST_DIR`; else the nearest directory above the current one that
+/// holds slipway.toml and `xtask/`.
 pub fn root() -> PathBuf {
-    match std::env::var_os("SLIPWAY_ROOT").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives in the workspace")
-            .to_owned(),
+    if let Some(dir) = std::env::var_os("SLIPWAY_ROOT").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
     }
+    let from_cargo = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.file_name().is_some_and(|n| n == "xtask") && dir.join("Cargo.toml").is_file())
+        .and_then(|dir| dir.parent().map(Path::to_owned));
+    if let Some(root) = from_cargo {
+        return root;
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    cwd.ancestors()
+        .find(|dir| is_checkout(dir))
+        .map(Path::to_owned)
+        // Not inside a checkout: the manifest's absence is reported where it is read.
+        .unwrap_or(cwd)
+}
+
+/// A directory that is a Slipway checkout: its manifest and the xtask beside it.
+fn is_checkout(dir: &Path) -> bool {
+    dir.join(manifest::FILE).is_file() && dir.join("xtask/Cargo.toml").is_file()
 }
 
 impl Project {

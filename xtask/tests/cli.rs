@@ -618,3 +618,40 @@ fn the_plans_of_ci_run_and_release() {
     let _ = std::fs::remove_dir_all(&state);
     let _ = std::fs::remove_dir_all(key.parent().unwrap());
 }
+
+#[test]
+fn each_checkout_is_found_when_the_xtask_runs_never_from_where_it_was_built() {
+    // A second checkout (its manifest and its xtask package), run by the binary built for
+    // this one, as `cargo xtask` does there when two clones share one CARGO_TARGET_DIR:
+    // cargo names that checkout's package in CARGO_MANIFEST_DIR.
+    let other = scratch("other-clone");
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::fs::copy(here.join("slipway.toml"), other.join("slipway.toml")).unwrap();
+    std::fs::create_dir_all(other.join("xtask")).unwrap();
+    std::fs::copy(here.join("xtask/Cargo.toml"), other.join("xtask/Cargo.toml")).unwrap();
+    let out = xtask()
+        .args(["certs"])
+        .env("CARGO_MANIFEST_DIR", other.join("xtask"))
+        .env_remove("SLIPWAY_ROOT")
+        .env_remove("SLIPWAY_STATE_DIR")
+        .env_remove("SLIPWAY_MANIFEST")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(other.join(".slipway/certs/rootCA.crt").is_file(), "{}", text(&out));
+
+    // Run directly from inside it (no cargo): found by walking up from the directory.
+    std::fs::remove_dir_all(other.join(".slipway")).unwrap();
+    let out = xtask()
+        .args(["certs"])
+        .current_dir(other.join("xtask"))
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env_remove("SLIPWAY_ROOT")
+        .env_remove("SLIPWAY_STATE_DIR")
+        .env_remove("SLIPWAY_MANIFEST")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(other.join(".slipway/certs/rootCA.crt").is_file(), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(&other);
+}
