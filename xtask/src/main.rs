@@ -20,6 +20,7 @@ mod down;
 mod engine;
 mod flags;
 mod git;
+mod help;
 mod lint;
 mod load;
 mod logs;
@@ -42,9 +43,9 @@ fn main() -> ExitCode {
     let flags = match flags::Xtask::from_env() {
         Ok(flags) => flags,
         Err(err) => {
-            let help = err.is_help();
-            if help {
-                println!("{err}");
+            if err.is_help() {
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                print!("{}", help::for_command(&help::path_of(&args)));
                 return ExitCode::SUCCESS;
             }
             ui::error(&format!(
