@@ -71,6 +71,9 @@ pub struct Built {
     pub config_digest: Option<String>,
 }
 
+/// The Root CA fingerprint a plan shows when no CA has been made yet.
+pub const NO_CA_YET: &str = "placeholder-no-root-ca-yet";
+
 /// Build `names` (every service when empty) at `target`; returns what was built (nothing
 /// for a dry run or `--print`).
 pub fn build(
@@ -84,15 +87,45 @@ pub fn build(
     // In the order a user fixes things: the engine first, then the certificates, then
     // the disk.
     let builder = m.build.builder.as_deref();
-    let engine = Engine::probe(project, builder, false)?;
+    // A plan that only shows (a dry run, `--print`) needs neither: it says what it
+    // assumed instead, and marks its placeholders.
+    let shows_only = mode.dry_run || mode.print;
+    let engine = match Engine::probe(project, builder, false) {
+        Ok(engine) => engine,
+        Err(err) if shows_only => {
+            ui::warn(&format!(
+                "{err:#}\n    the plan below assumes a modern engine (named contexts; buildx as installed)"
+            ));
+            Engine::assumed(builder, "the engine did not answer")
+        }
+        Err(err) => return Err(err),
+    };
     let certs_dir = project.certs_dir();
-    let ca_file = certs_dir.join(certs::CA_CERT);
-    let ca_sha256 = certs::file_sha256(&ca_file).map_err(|err| {
-        anyhow::anyhow!(
+    let mut ca_file = certs_dir.join(certs::CA_CERT);
+    let ca_sha256 = match certs::file_sha256(&ca_file) {
+        Ok(sha) => sha,
+        Err(_) if shows_only => {
+            ui::warn(&format!(
+                "no Root CA at {} yet (`cargo xtask certs` makes it): its fingerprint below is the placeholder {NO_CA_YET}",
+                ca_file.display()
+            ));
+            if mode.print {
+                // bake --print reads every file it names: a placeholder stands in, said so.
+                let placeholder = bake::build_dir(&project.state_dir()).join(format!("{NO_CA_YET}.pem"));
+                fs::create_dir_all(placeholder.parent().expect("a file in a directory"))?;
+                write_if_changed(
+                    &placeholder,
+                    "# A placeholder for the Root CA, which `cargo xtask certs` makes: shown by `build --print` only.\n",
+                )?;
+                ca_file = placeholder;
+            }
+            NO_CA_YET.to_owned()
+        }
+        Err(err) => bail!(
             "the Root CA {} is missing or unreadable ({err:#}): run `cargo xtask certs` first; every image bakes it into its trust store",
             ca_file.display()
-        )
-    })?;
+        ),
+    };
     // Then room to write: the state directory and the engine's data root.
     if !mode.dry_run {
         let mut places = vec![crate::disk::Place::state(&project.state_dir())];

@@ -175,6 +175,30 @@ impl Engine {
         })
     }
 
+    /// What a plan may assume when the engine does not answer (a dry run or `--print` on
+    /// a machine without one): a modern engine, whose builder can do everything, and the
+    /// buildx plugin as the CLI reports it. Each capability says it was assumed.
+    pub fn assumed(builder: Option<&str>, why: &str) -> Engine {
+        let assumed = Probe {
+            ok: true,
+            why: format!("assumed: {why}"),
+        };
+        Engine {
+            version: "unknown".into(),
+            store: Store::Containerd,
+            buildx: docker::buildx_version().unwrap_or_else(|| "unknown".into()),
+            builder: builder.map(str::to_owned),
+            driver: "unknown".into(),
+            buildkit: "unknown".into(),
+            capabilities: Capabilities {
+                named_contexts: assumed.clone(),
+                cache_export: assumed.clone(),
+                attestations: assumed.clone(),
+                multi_platform_load: assumed,
+            },
+        }
+    }
+
     /// Whether buildx checks bake's filesystem entitlements (`--allow fs.read=PATH`),
     /// which it does from 0.19 (a warning) and 0.20 (an error).
     pub fn bake_checks_fs(&self) -> bool {

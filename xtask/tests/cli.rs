@@ -655,3 +655,41 @@ fn each_checkout_is_found_when_the_xtask_runs_never_from_where_it_was_built() {
     assert!(other.join(".slipway/certs/rootCA.crt").is_file(), "{}", text(&out));
     let _ = std::fs::remove_dir_all(&other);
 }
+
+#[test]
+fn a_fresh_clone_shows_its_plans_with_no_certificates_and_no_engine() {
+    let state = scratch("fresh-plans");
+    let run = |args: &[&str]| {
+        xtask()
+            .args(args)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("SLIPWAY_STATE_DIR", &state)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--dry-run", "dev"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("assumes a modern engine") && said.contains("placeholder"),
+        "{said}"
+    );
+    assert!(
+        said.contains("docker buildx bake") && said.contains("docker compose"),
+        "{said}"
+    );
+    assert!(!state.join("certs").exists(), "a dry run made certificates");
+
+    // `build --print` asks bake itself (the buildx plugin, no engine).
+    let buildx = Command::new("docker").args(["buildx", "version"]).output();
+    if !buildx.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped `build --print`: no docker CLI with the buildx plugin here");
+        return;
+    }
+    let out = run(&["build", "--print"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = printed["target"]["os-base"]["args"].to_string();
+    assert!(args.contains("placeholder-no-root-ca-yet"), "{printed:#}");
+    let _ = std::fs::remove_dir_all(&state);
+}
