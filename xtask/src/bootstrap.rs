@@ -79,7 +79,7 @@ pub fn plan(project: &Project) -> Result<Plan> {
             )
         })?,
     };
-    if crate::plan::find_program("mmdebstrap").is_none() {
+    if which::which("mmdebstrap").is_err() {
         bail!("mmdebstrap is not installed, and {image} must be built with it here: `apt-get install mmdebstrap`");
     }
     let tarball = crate::bake::build_dir(&project.state_dir()).join(format!("debian-{release}-slim.tar"));

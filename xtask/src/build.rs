@@ -587,25 +587,13 @@ pub fn write_if_changed(path: &Path, content: &str) -> Result<()> {
     Ok(())
 }
 
-/// Names never copied into a build context: build output, caches, local environments.
-const SKIP: &[&str] = &[
-    "target",
-    "__pycache__",
-    ".venv",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    "node_modules",
-    ".git",
-];
-
-/// Stage `service`'s build context in `dest`: its own directory and the paths it depends
-/// on, mirrored from the checkout, and nothing else. Files are rewritten only when their
-/// content changes; files gone from the checkout are removed. A Rust service's copy of
-/// the workspace `Cargo.toml` lists only the members present in the context.
+/// Stage `service`'s build context in `dest`: its inputs ([`crate::inputs`]), mirrored
+/// from the checkout, and nothing else. Files are rewritten only when their content
+/// changes; files gone from the checkout are removed. A Rust service's copy of the
+/// workspace `Cargo.toml` lists only the members present in the context.
 pub fn stage_context(project: &Project, service: &str, dest: &Path) -> Result<()> {
-    let s = &project.manifest.services[service];
-    let mut wanted: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    let m = &project.manifest;
+    let s = &m.services[service];
     let mut members = Vec::new();
     for rel in std::iter::once(&s.path).chain(&s.depends_on) {
         let rel = rel.get_ref();
@@ -616,11 +604,11 @@ pub fn stage_context(project: &Project, service: &str, dest: &Path) -> Result<()
                 project.manifest_path.display()
             );
         }
-        collect(&src, Path::new(rel), &mut wanted)?;
         if src.join("Cargo.toml").exists() {
             members.push(rel.clone());
         }
     }
+    let wanted = crate::inputs::Inputs::of(m, service, s).files(&project.root)?;
     fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     for (rel, src) in &wanted {
         let to = dest.join(rel);
@@ -652,10 +640,18 @@ fn collect(src: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, PathBuf>) -> Resu
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let name = entry.file_name();
-            if SKIP.iter().any(|s| name == *s) {
+            let child = rel.join(&name);
+            // Build output, caches, environment files: never part of an image's inputs
+            // (a directory is noise when anything inside it would be).
+            let probe = if entry.path().is_dir() {
+                format!("{}/x", child.to_string_lossy())
+            } else {
+                child.to_string_lossy().into_owned()
+            };
+            if crate::inputs::is_noise(&probe) {
                 continue;
             }
-            collect(&entry.path(), &rel.join(&name), out)?;
+            collect(&entry.path(), &child, out)?;
         }
     } else if src.is_file() {
         out.insert(rel.to_owned(), src.to_owned());

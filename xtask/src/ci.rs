@@ -40,17 +40,15 @@ pub fn affected(m: &Manifest, changed: &[String]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let under = |file: &str, dir: &str| file == dir || file.starts_with(&format!("{}/", dir.trim_end_matches('/')));
     for file in changed {
-        for (name, service) in &m.services {
-            let name = name.get_ref();
+        for ((name, service), inputs) in m.services.iter().zip(crate::inputs::all(m)) {
             let base = match service.kind {
                 Kind::Rust => "images/rust-builder",
                 Kind::Python => "images/python-base",
             };
-            let own = std::iter::once(&service.path)
-                .chain(&service.depends_on)
-                .any(|p| under(file, p.get_ref()));
-            if own || file == crate::manifest::FILE || under(file, "images/os-base") || under(file, base) {
-                out.insert(name.clone());
+            let base_changed = under(file, "images/os-base") || under(file, base);
+            if inputs.matches(file) || file == crate::manifest::FILE || (base_changed && !crate::inputs::is_noise(file))
+            {
+                out.insert(name.get_ref().clone());
             }
         }
     }

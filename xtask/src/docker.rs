@@ -27,7 +27,7 @@ fn query(args: &[&str], secs: u64) -> anyhow::Result<crate::plan::Ran> {
 
 /// Whether the docker CLI is on PATH.
 pub fn cli_present() -> bool {
-    crate::plan::find_program("docker").is_some()
+    which::which("docker").is_ok()
 }
 
 /// The engine's version, or one line saying why it cannot be reached: asked once per

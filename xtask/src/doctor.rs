@@ -133,14 +133,14 @@ pub fn checks() -> Vec<Check> {
         }
     }
 
-    out.push(match crate::plan::find_program("mmdebstrap") {
-        Some(_) => check(
+    out.push(match which::which("mmdebstrap") {
+        Ok(path) => check(
             "mmdebstrap",
             Status::Ok,
-            "present: the root image can be built with no registry",
+            format!("{}: the root image can be built with no registry", path.display()),
             None,
         ),
-        None => check(
+        Err(_) => check(
             "mmdebstrap",
             Status::Warn,
             "missing: needed to build the root image where no registry is reachable",

@@ -21,6 +21,7 @@ mod engine;
 mod flags;
 mod git;
 mod help;
+mod inputs;
 mod lint;
 mod load;
 mod logs;

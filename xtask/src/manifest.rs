@@ -161,6 +161,14 @@ pub struct Service {
     /// Other paths its image is built from (a shared package, the Cargo workspace files).
     #[serde(default)]
     pub depends_on: Vec<Spanned<String>>,
+    /// Glob patterns (relative to the root) of the files its image is built from; by
+    /// default everything under `path` and each `depends-on`. See `crate::inputs`.
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    /// Glob patterns of files left out of its inputs, beside the defaults (build output,
+    /// caches, `.env*`, `.git`).
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
     /// Ports it listens on (published on the host by the local stack).
     #[serde(default)]
     pub ports: Vec<Spanned<u16>>,
@@ -644,6 +652,34 @@ impl Manifest {
             for path in std::iter::once(&service.path).chain(&service.depends_on) {
                 if let Err(why) = check_relative(path.get_ref()) {
                     src.report(path.span(), format!("path `{}` {why}", path.get_ref()));
+                }
+            }
+            let patterns = service.inputs.iter().map(|p| (p, true));
+            for (pattern, is_input) in patterns.chain(service.exclude.iter().map(|p| (p, false))) {
+                let text = pattern.get_ref();
+                if let Err(err) = glob::Pattern::new(text) {
+                    src.report(
+                        pattern.span(),
+                        format!(
+                            "`{text}` is not a glob pattern ({}): write it like \"services/agent/**\"",
+                            err.msg
+                        ),
+                    );
+                } else if let Err(why) = check_relative(text) {
+                    src.report(pattern.span(), format!("pattern `{text}` {why}"));
+                } else if is_input
+                    && text
+                        .split('/')
+                        .next()
+                        .is_some_and(|first| first.contains(['*', '?', '[']))
+                {
+                    src.report(
+                        pattern.span(),
+                        format!(
+                            "pattern `{text}` starts with a wildcard, so it reaches every directory of the repository \
+                             (the state directory and its keys among them): start it with a directory, like \"services/agent/**\""
+                        ),
+                    );
                 }
             }
             if service.publish.get_ref().parse::<std::net::IpAddr>().is_err() {

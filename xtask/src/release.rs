@@ -80,7 +80,7 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
     } else {
         None
     };
-    if cosign.is_some() && crate::plan::find_program("cosign").is_none() {
+    if cosign.is_some() && which::which("cosign").is_err() {
         bail!(
             "cosign is not installed, so nothing can be signed: install it (Sigstore publishes static binaries and Debian packages), then run release again"
         );

@@ -164,7 +164,7 @@ pub const INSTALL: &str = "install it (Aqua Security publishes Debian packages a
      site also needs its vulnerability database)";
 
 pub fn trivy_installed() -> bool {
-    crate::plan::find_program("trivy").is_some()
+    which::which("trivy").is_ok()
 }
 
 /// Scan one service's image at `target` with Trivy and keep the verdict (`None` for a

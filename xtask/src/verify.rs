@@ -49,7 +49,7 @@ impl flags::Verify {
             }
             return Ok(());
         }
-        if crate::plan::find_program("cosign").is_none() {
+        if which::which("cosign").is_err() {
             bail!(
                 "cosign is not installed, so no signature can be checked: install it (Sigstore publishes static binaries and Debian packages)"
             );
