@@ -2,9 +2,6 @@
 //! touched a set of paths (an image's inputs). Image tags and OCI labels come from here.
 
 use std::path::Path;
-use std::time::Duration;
-
-use crate::plan::{Output, Step};
 
 /// The checkout's commit and branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,17 +18,17 @@ impl Head {
     }
 }
 
+/// A short git query at `root` (xshell: its arguments never pass through a shell), its
+/// trimmed output; `None` when git fails or says nothing.
 fn git(root: &Path, args: &[&str]) -> Option<String> {
-    let ran = Step::new("git", "git")
-        .args(args.iter().copied())
-        .cwd(root)
-        .output(Output::Capture)
-        .timeout(Duration::from_secs(20))
-        .run_unchecked()
-        .ok()?;
-    ran.status
-        .success()
-        .then(|| ran.stdout.trim().to_owned())
+    let sh = xshell::Shell::new().ok()?;
+    sh.change_dir(root);
+    xshell::cmd!(sh, "git {args...}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .map(|out| out.trim().to_owned())
         .filter(|s| !s.is_empty())
 }
 

@@ -2,8 +2,8 @@
 //! list of [`Step`]s (program, arguments, environment, what to say on failure). `--dry-run`
 //! prints the plan; tests assert on it with no engine; [`Plan::run`] executes it.
 //!
-//! Architecture invariant: this module is the only place that spawns a child process.
-//! Every child runs in its own process group. On Ctrl-C (SIGINT), SIGTERM or SIGHUP the
+//! Architecture invariant: this module is the only place that spawns a child process
+//! (through duct). Every child runs in its own process group. On Ctrl-C (SIGINT), SIGTERM or SIGHUP the
 //! runner forwards the signal to the whole group, waits for it to end (then SIGKILLs it),
 //! and the command fails with [`Interrupted`], which `main` turns into exit code 130.
 
@@ -12,12 +12,12 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 /// The signal that asked us to stop (0: none yet).
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -243,41 +243,36 @@ impl Step {
     /// error here); fails only when it cannot start, times out or is interrupted.
     pub fn run_unchecked(&self) -> Result<Ran> {
         check_interrupted()?;
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args);
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        if let Some(dir) = &self.cwd {
-            cmd.current_dir(dir);
-        }
-        // Its own process group: a signal to the group reaches grandchildren too (docker
-        // CLI plugins, cargo's rustc), and the terminal's Ctrl-C reaches only us.
-        cmd.process_group(0);
-        cmd.stdin(Stdio::null());
-        match self.output {
-            Output::Inherit => {}
-            Output::Tee => {
-                cmd.stdout(Stdio::piped());
+        let expression = self.expression();
+        let (status, stdout, stderr) = match self.output {
+            Output::Inherit => {
+                let handle = expression.start().map_err(|err| self.spawn_error(err))?;
+                (wait_group(&handle, self.timeout), String::new(), String::new())
             }
             Output::Capture => {
-                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                let handle = expression
+                    .stdout_capture()
+                    .stderr_capture()
+                    .start()
+                    .map_err(|err| self.spawn_error(err))?;
+                let status = wait_group(&handle, self.timeout);
+                let (out, err) = match handle.wait() {
+                    Ok(output) => (
+                        String::from_utf8_lossy(&output.stdout).into_owned(),
+                        String::from_utf8_lossy(&output.stderr).into_owned(),
+                    ),
+                    Err(_) => Default::default(),
+                };
+                (status, out, err)
             }
-        }
-        let mut child = cmd.spawn().map_err(|err| {
-            let mut msg = format!("cannot start `{}` for step `{}`: {err}", self.program, self.name);
-            if err.kind() == std::io::ErrorKind::NotFound {
-                msg.push_str(&format!("; is `{}` installed and on PATH?", self.program));
+            Output::Tee => {
+                // Standard output shown as it comes and kept; standard error shown.
+                let reader = std::sync::Arc::new(expression.reader().map_err(|err| self.spawn_error(err))?);
+                let echo = read_in_background(Shared(std::sync::Arc::clone(&reader)), true);
+                let status = wait_group(&*reader, self.timeout);
+                (status, echo.join().unwrap_or_default(), String::new())
             }
-            if let Some(advice) = &self.on_fail {
-                msg.push_str(&format!("\n  {advice}"));
-            }
-            anyhow::anyhow!(msg)
-        })?;
-        let tee = self.output == Output::Tee;
-        let stdout = child.stdout.take().map(|out| read_in_background(out, tee));
-        let stderr = child.stderr.take().map(|err| read_in_background(err, false));
-        let status = wait_group(&mut child, self.timeout);
-        let stdout = stdout.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        let stderr = stderr.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        };
         match status {
             Waited::Exited(status) => Ok(Ran { status, stdout, stderr }),
             Waited::Interrupted => Err(Interrupted.into()),
@@ -289,6 +284,39 @@ impl Step {
             ),
         }
     }
+
+    /// The step as a duct expression: its program, arguments, environment and directory,
+    /// no standard input, a non-zero exit returned rather than raised, and its own
+    /// process group (a signal to the group reaches grandchildren too: docker CLI
+    /// plugins, cargo's rustc; the terminal's Ctrl-C reaches only us).
+    fn expression(&self) -> duct::Expression {
+        let mut expression = duct::cmd(&self.program, &self.args)
+            .stdin_null()
+            .unchecked()
+            .before_spawn(|cmd| {
+                cmd.process_group(0);
+                Ok(())
+            });
+        for (k, v) in &self.env {
+            expression = expression.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            expression = expression.dir(dir);
+        }
+        expression
+    }
+
+    /// Why the step could not start, with what to do.
+    fn spawn_error(&self, err: std::io::Error) -> anyhow::Error {
+        let mut msg = format!("cannot start `{}` for step `{}`: {err}", self.program, self.name);
+        if err.kind() == std::io::ErrorKind::NotFound {
+            msg.push_str(&format!("; is `{}` installed and on PATH?", self.program));
+        }
+        if let Some(advice) = &self.on_fail {
+            msg.push_str(&format!("\n  {advice}"));
+        }
+        anyhow::anyhow!(msg)
+    }
 }
 
 impl Step {
@@ -297,22 +325,20 @@ impl Step {
     /// exits non-zero, with its standard error.
     pub fn pipe<T>(&self, read: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
         check_interrupted()?;
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `{}` for step `{}`", self.program, self.name))?;
-        let stderr = child.stderr.take().map(|err| read_in_background(err, false));
-        let mut stdout = child.stdout.take().expect("piped");
+        let reader = self
+            .expression()
+            .stderr_capture()
+            .reader()
+            .map_err(|err| self.spawn_error(err))?;
+        let mut stdout = &reader;
         let result = read(&mut stdout);
         // Drain what `read` left, so the child is not blocked on a full pipe.
         let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        let status = wait_group(&mut child, self.timeout);
-        let stderr = stderr.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let status = wait_group(&reader, self.timeout);
+        let stderr = match reader.try_wait() {
+            Ok(Some(output)) => String::from_utf8_lossy(&output.stderr).into_owned(),
+            _ => String::new(),
+        };
         match status {
             Waited::Exited(status) if status.success() => result,
             Waited::Exited(status) => bail!("step `{}` failed ({}): {}", self.name, describe(status), stderr.trim()),
@@ -358,21 +384,53 @@ enum Waited {
     TimedOut(Duration),
 }
 
+/// A running duct expression, however its output is read.
+trait Running {
+    fn exited(&self) -> Option<ExitStatus>;
+    fn pid(&self) -> Option<u32>;
+}
+
+impl Running for duct::Handle {
+    fn exited(&self) -> Option<ExitStatus> {
+        self.try_wait().ok().flatten().map(|o| o.status)
+    }
+    fn pid(&self) -> Option<u32> {
+        self.pids().first().copied()
+    }
+}
+
+impl Running for duct::ReaderHandle {
+    fn exited(&self) -> Option<ExitStatus> {
+        self.try_wait().ok().flatten().map(|o| o.status)
+    }
+    fn pid(&self) -> Option<u32> {
+        self.pids().first().copied()
+    }
+}
+
+/// A reader shared with the thread that waits (duct reads through `&ReaderHandle`).
+struct Shared(std::sync::Arc<duct::ReaderHandle>);
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
 /// Wait for the child, polling for stop signals. On a signal or a timeout the whole
 /// group gets the signal (SIGINT on timeout), then SIGKILL after a grace period.
-fn wait_group(child: &mut Child, timeout: Option<Duration>) -> Waited {
-    let pgid = child.id() as libc::pid_t;
+fn wait_group(child: &dyn Running, timeout: Option<Duration>) -> Waited {
     let started = Instant::now();
     // Quick children (docker and git queries) are seen at once; long ones cost little.
     let mut pause = Duration::from_millis(1);
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = child.exited() {
             return Waited::Exited(status);
         }
         let stop = stop_requested();
         let timed_out = timeout.filter(|t| started.elapsed() >= *t);
         if stop.is_some() || timed_out.is_some() {
-            stop_group(child, pgid, stop.unwrap_or(libc::SIGINT));
+            stop_group(child, stop.unwrap_or(libc::SIGINT));
             return match timed_out {
                 Some(after) if stop.is_none() => Waited::TimedOut(after),
                 _ => Waited::Interrupted,
@@ -384,19 +442,32 @@ fn wait_group(child: &mut Child, timeout: Option<Duration>) -> Waited {
 }
 
 /// Signal the group, give it up to 10 s to exit, then SIGKILL whatever is left of it.
-fn stop_group(child: &mut Child, pgid: libc::pid_t, sig: i32) {
+fn stop_group(child: &dyn Running, sig: i32) {
+    let Some(pgid) = child.pid().map(|p| p as libc::pid_t) else {
+        return;
+    };
     // SAFETY: kill(2) with a negative pid signals the process group we created.
     unsafe { libc::kill(-pgid, sig) };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
+    // The leader's own exit counts (a zombie until duct reaps it): duct reports the
+    // expression finished only once its output pipes close, which a grandchild that
+    // ignores the signal may hold open until the SIGKILL below.
+    while Instant::now() < deadline && child.exited().is_none() && !ended(pgid) {
         thread::sleep(Duration::from_millis(20));
     }
     // The leader may be gone while its children are not: kill the group either way.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && child.exited().is_none() {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` has ended: gone, or a zombie not yet reaped.
+fn ended(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')))
+        .unwrap_or(true)
 }
 
 /// An ordered list of steps: what `--dry-run` prints and what `run` executes.

@@ -70,6 +70,36 @@ fn every_xtask_module_has_a_doc() {
 }
 
 #[test]
+fn only_the_runner_spawns_processes() {
+    // ARCHITECTURE.md: plan.rs runs every supervised child (duct); git.rs reads git's
+    // answers (xshell). Nothing else starts a process, tests aside.
+    let allowed = [("plan.rs", "duct::"), ("git.rs", "xshell::")];
+    let mut files = Vec::new();
+    rust_files(&root().join("xtask/src"), &mut files);
+    let mut found = Vec::new();
+    for file in files.into_iter().filter(|f| !f.ends_with("tests.rs")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for token in [
+            "Command::new(",
+            "duct::",
+            "xshell::",
+            ".spawn()",
+            "std::process::Command",
+        ] {
+            if code.contains(token) && !allowed.contains(&(name.as_str(), token)) {
+                found.push(format!("{}: {token}", file.strip_prefix(root()).unwrap().display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "processes started outside plan.rs and git.rs: {found:#?}"
+    );
+}
+
+#[test]
 fn one_file_per_command() {
     let flags = std::fs::read_to_string(root().join("xtask/src/flags.rs")).unwrap();
     let grammar = &flags[..flags.find("// generated start").unwrap()];
