@@ -119,7 +119,7 @@ impl Other {
         let version = ask(&["version", "--format", "{{.Server.Version}}"])
             .with_context(|| format!("--also-on {host}: no engine answers there; start it first"))?;
         let store =
-            crate::engine::Store::from_driver_status(&ask(&["info", "--format", "{{json .DriverStatus}}"])?).name();
+            crate::docker::Store::from_driver_status(&ask(&["info", "--format", "{{json .DriverStatus}}"])?).name();
         let other = Other {
             host: host.to_owned(),
             state: project.state_dir().join("bench-also-on"),
@@ -371,11 +371,11 @@ impl flags::Bench {
         let machine = machine_summary();
         let date = sh("date", "date -u +%Y-%m-%dT%H:%MZ", root)?.stdout.trim().to_owned();
         let report = serde_json::json!({ "date": date, "machine": machine, "quick": self.quick, "figures": figures });
-        crate::build::write_if_changed(
+        crate::fs::write_if_changed(
             &root.join("docs/benchmarks.json"),
             &(serde_json::to_string_pretty(&report)? + "\n"),
         )?;
-        crate::build::write_if_changed(
+        crate::fs::write_if_changed(
             &root.join("docs/benchmarks.md"),
             &markdown(&figures, &date, &machine, self.quick),
         )?;
@@ -915,7 +915,7 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
             let reference = bake::service_ref(m, service, "prod");
             // `docker images` and `inspect` disagree between stores (the containerd store
             // counts compressed content): both sizes are measured from the layers.
-            let sizes = docker::image_sizes(&reference)?;
+            let sizes = crate::lint::image_sizes(&reference)?;
             let rootfs = sizes.rootfs as f64 / 1e6;
             out.push(fig(
                 &format!("{service} prod image: root filesystem (uncompressed layers)"),

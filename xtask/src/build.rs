@@ -113,7 +113,7 @@ pub fn build(
                 // bake --print reads every file it names: a placeholder stands in, said so.
                 let placeholder = bake::build_dir(&project.state_dir()).join(format!("{NO_CA_YET}.pem"));
                 fs::create_dir_all(placeholder.parent().expect("a file in a directory"))?;
-                write_if_changed(
+                crate::fs::write_if_changed(
                     &placeholder,
                     "# A placeholder for the Root CA, which `cargo xtask certs` makes: shown by `build --print` only.\n",
                 )?;
@@ -176,7 +176,7 @@ pub fn build(
     };
     if !mode.dry_run {
         fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
-        write_if_changed(&bake_file, &bake::to_json(&definition))?;
+        crate::fs::write_if_changed(&bake_file, &bake::to_json(&definition))?;
         let services: Vec<&str> = layers
             .last()
             .into_iter()
@@ -379,7 +379,7 @@ pub fn build(
             .filter_map(|b| Some((b.reference.as_str(), b.config_digest.as_deref()?)))
             .collect();
         let stamp = serde_json::json!({ "inputs": hash, "images": images, "configs": configs });
-        write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
+        crate::fs::write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
     }
     Ok(built)
 }
@@ -523,7 +523,7 @@ fn merge_metadata(files: &[PathBuf], out: &Path) -> Result<BTreeMap<String, serd
         let _ = fs::remove_file(file);
     }
     merged.extend(this_run.clone());
-    write_if_changed(out, &(serde_json::to_string_pretty(&merged)? + "\n"))?;
+    crate::fs::write_if_changed(out, &(serde_json::to_string_pretty(&merged)? + "\n"))?;
     Ok(this_run)
 }
 
@@ -571,20 +571,9 @@ fn extra_ca_bundle(project: &Project, out: &Path, dry_run: bool) -> Result<Optio
         if let Some(dir) = out.parent() {
             fs::create_dir_all(dir)?;
         }
-        write_if_changed(out, &bundle)?;
+        crate::fs::write_if_changed(out, &bundle)?;
     }
     Ok(Some(out.to_owned()))
-}
-
-/// Replace a file whole (temporary file + rename), only when its content changes.
-pub fn write_if_changed(path: &Path, content: &str) -> Result<()> {
-    if fs::read_to_string(path).is_ok_and(|c| c == content) {
-        return Ok(());
-    }
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 /// Stage `service`'s build context in `dest`: its inputs ([`crate::inputs`]), mirrored

@@ -152,6 +152,21 @@ impl Spec {
 }
 
 impl flags::Make {
+    /// The `--rotate` value, checked.
+    pub fn rotation(&self) -> anyhow::Result<Option<Rotate>> {
+        match self.rotate.as_deref() {
+            None => Ok(None),
+            Some("leaf") => Ok(Some(Rotate::Leaf)),
+            Some("all") => Ok(Some(Rotate::All)),
+            Some(other) => anyhow::bail!(
+                "`--rotate {other}` is not a rotation: use `--rotate leaf` (server and client \
+                 certificates) or `--rotate all` (a new Root CA too)"
+            ),
+        }
+    }
+}
+
+impl flags::Make {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         let rotate = self.rotation()?;
         let spec = Spec::from_manifest(&project.manifest);

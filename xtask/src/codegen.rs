@@ -63,7 +63,7 @@ impl flags::Codegen {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            crate::build::write_if_changed(&path, &file.text)?;
+            crate::fs::write_if_changed(&path, &file.text)?;
             ui::note(&format!("wrote {}", file.path));
         }
         if self.check && !stale.is_empty() {

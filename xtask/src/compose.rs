@@ -146,7 +146,7 @@ impl Stack {
         }
         let file = project.state_dir().join("compose.start-interval.yaml");
         std::fs::create_dir_all(project.state_dir())?;
-        crate::build::write_if_changed(&file, &yaml)?;
+        crate::fs::write_if_changed(&file, &yaml)?;
         self.files.push(file);
         Ok(self)
     }
@@ -158,7 +158,7 @@ impl Stack {
     /// Remember the target this stack runs, for `down`, `logs` and `ps`.
     pub fn remember(&self, project: &Project) -> Result<()> {
         std::fs::create_dir_all(project.state_dir())?;
-        crate::build::write_if_changed(&Stack::target_file(project), &format!("{}\n", self.target))
+        crate::fs::write_if_changed(&Stack::target_file(project), &format!("{}\n", self.target))
     }
 
     /// A `docker compose` step on this stack.

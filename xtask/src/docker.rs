@@ -8,6 +8,37 @@ use std::time::Duration;
 
 use crate::plan::{Output, Step};
 
+/// Where the engine keeps images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// The graph drivers of Docker <= 28's default (`overlay2`): `docker save` writes
+    /// `layer.tar` files, images cannot hold attestations or several platforms.
+    Classic,
+    /// The containerd image store (`io.containerd.snapshotter.v1`): OCI layouts,
+    /// compressed blobs, image indexes.
+    Containerd,
+}
+
+impl Store {
+    /// The store an engine runs, from its `docker info` `DriverStatus`: the containerd
+    /// store names the snapshotter as its driver type.
+    pub fn from_driver_status(driver_status: &str) -> Store {
+        if driver_status.contains("io.containerd.snapshotter") {
+            Store::Containerd
+        } else {
+            Store::Classic
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Classic => "classic",
+            Store::Containerd => "containerd",
+        }
+    }
+}
+
 /// How to get an engine, said wherever one is missing.
 pub const START_ENGINE: &str =
     "start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), then run `cargo xtask doctor`";
@@ -119,13 +150,13 @@ pub fn compose_version() -> Option<String> {
 }
 
 /// The engine's image store.
-pub fn image_store() -> crate::engine::Store {
+pub fn image_store() -> Store {
     let status = query(&["info", "--format", "{{json .DriverStatus}}"], 15)
         .ok()
         .filter(|r| r.status.success())
         .map(|r| r.stdout)
         .unwrap_or_default();
-    crate::engine::Store::from_driver_status(&status)
+    Store::from_driver_status(&status)
 }
 
 /// The engine's data directory, for the disk check.
@@ -168,22 +199,6 @@ pub fn inspect_image(reference: &str) -> anyhow::Result<serde_json::Value> {
     let mut list: Vec<serde_json::Value> = serde_json::from_str(&ran.stdout)?;
     list.pop()
         .ok_or_else(|| anyhow::anyhow!("`docker image inspect {reference}` returned nothing"))
-}
-
-/// `docker save` an image and scan every layer of it (`lint::scan_archive`).
-/// `layers` are the image's diff ids (`RootFS.Layers`), each of which must be read.
-pub fn save_and_scan(reference: &str, prod: bool, layers: &[String]) -> anyhow::Result<crate::lint::Scan> {
-    step(format!("save {reference}"), &["save", reference])
-        .timeout(Duration::from_secs(600))
-        .pipe(|out| crate::lint::scan_archive(out, prod, layers))
-}
-
-/// The uncompressed and compressed sizes of an image (`docker save`, read by
-/// `lint::layer_sizes`): the same figures on either image store.
-pub fn image_sizes(reference: &str) -> anyhow::Result<crate::lint::Sizes> {
-    step(format!("save {reference}"), &["save", reference])
-        .timeout(Duration::from_secs(600))
-        .pipe(|out| crate::lint::layer_sizes(out))
 }
 
 /// `docker run --detach --name NAME` of `reference` as the run user, with `service`'s

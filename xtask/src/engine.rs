@@ -17,37 +17,6 @@ use crate::docker::{self, BuilderInfo};
 use crate::plan::Output;
 use crate::project::Project;
 
-/// Where the engine keeps images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Store {
-    /// The graph drivers of Docker <= 28's default (`overlay2`): `docker save` writes
-    /// `layer.tar` files, images cannot hold attestations or several platforms.
-    Classic,
-    /// The containerd image store (`io.containerd.snapshotter.v1`): OCI layouts,
-    /// compressed blobs, image indexes.
-    Containerd,
-}
-
-impl Store {
-    /// The store an engine runs, from its `docker info` `DriverStatus`: the containerd
-    /// store names the snapshotter as its driver type.
-    pub fn from_driver_status(driver_status: &str) -> Store {
-        if driver_status.contains("io.containerd.snapshotter") {
-            Store::Containerd
-        } else {
-            Store::Classic
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Store::Classic => "classic",
-            Store::Containerd => "containerd",
-        }
-    }
-}
-
 /// One capability: whether the probe build passed, and if not the line that says why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
@@ -101,7 +70,7 @@ impl Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Engine {
     pub version: String,
-    pub store: Store,
+    pub store: crate::docker::Store,
     pub buildx: String,
     /// The builder's name (`build.builder`, or the current one).
     pub builder: Option<String>,
@@ -125,7 +94,7 @@ impl Engine {
             let buildx = scope.spawn(docker::buildx_version);
             let info = docker::builder_info(builder);
             (
-                store.join().unwrap_or(Store::Classic),
+                store.join().unwrap_or(crate::docker::Store::Classic),
                 buildx.join().ok().flatten(),
                 info,
             )
@@ -160,7 +129,7 @@ impl Engine {
                 if let Some(dir) = record_file.parent() {
                     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                 }
-                crate::build::write_if_changed(&record_file, &(serde_json::to_string_pretty(&record)? + "\n"))?;
+                crate::fs::write_if_changed(&record_file, &(serde_json::to_string_pretty(&record)? + "\n"))?;
                 caps
             }
         };
@@ -185,7 +154,7 @@ impl Engine {
         };
         Engine {
             version: "unknown".into(),
-            store: Store::Containerd,
+            store: crate::docker::Store::Containerd,
             buildx: docker::buildx_version().unwrap_or_else(|| "unknown".into()),
             builder: builder.map(str::to_owned),
             driver: "unknown".into(),

@@ -400,18 +400,3 @@ impl Xtask {
     }
 }
 // generated end
-
-impl Make {
-    /// The `--rotate` value, checked.
-    pub fn rotation(&self) -> anyhow::Result<Option<crate::certs::Rotate>> {
-        match self.rotate.as_deref() {
-            None => Ok(None),
-            Some("leaf") => Ok(Some(crate::certs::Rotate::Leaf)),
-            Some("all") => Ok(Some(crate::certs::Rotate::All)),
-            Some(other) => anyhow::bail!(
-                "`--rotate {other}` is not a rotation: use `--rotate leaf` (server and client \
-                 certificates) or `--rotate all` (a new Root CA too)"
-            ),
-        }
-    }
-}

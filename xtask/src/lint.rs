@@ -616,7 +616,7 @@ pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<St
         .with_context(|| format!("build it first: `cargo xtask build {name} --target {target}`"))?;
     violations.extend(image_config(&inspect, target));
     let layers = strings(&inspect["RootFS"]["Layers"]);
-    let scan = crate::docker::save_and_scan(&reference, target == "prod", &layers)?;
+    let scan = save_and_scan(&reference, target == "prod", &layers)?;
     ui::note(&format!(
         "{reference}: {} files in {} of its {} layers scanned",
         scan.files,
@@ -653,6 +653,22 @@ impl flags::Lint {
         }
         Ok(())
     }
+}
+
+/// `docker save` an image and scan every layer of it (`lint::scan_archive`).
+/// `layers` are the image's diff ids (`RootFS.Layers`), each of which must be read.
+pub fn save_and_scan(reference: &str, prod: bool, layers: &[String]) -> anyhow::Result<Scan> {
+    crate::docker::step(format!("save {reference}"), &["save", reference])
+        .timeout(std::time::Duration::from_secs(600))
+        .pipe(|out| scan_archive(out, prod, layers))
+}
+
+/// The uncompressed and compressed sizes of an image (`docker save`, read by
+/// `lint::layer_sizes`): the same figures on either image store.
+pub fn image_sizes(reference: &str) -> anyhow::Result<Sizes> {
+    crate::docker::step(format!("save {reference}"), &["save", reference])
+        .timeout(std::time::Duration::from_secs(600))
+        .pipe(|out| layer_sizes(out))
 }
 
 #[cfg(test)]

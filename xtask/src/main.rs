@@ -19,6 +19,7 @@ mod doctor;
 mod down;
 mod engine;
 mod flags;
+mod fs;
 mod git;
 mod help;
 mod inputs;

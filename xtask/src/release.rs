@@ -214,7 +214,7 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
         kept.insert(repository_of(&r.image).to_owned(), serde_json::to_value(r)?);
     }
     let list: Vec<&serde_json::Value> = kept.values().collect();
-    build::write_if_changed(&record, &(serde_json::to_string_pretty(&list)? + "\n"))?;
+    crate::fs::write_if_changed(&record, &(serde_json::to_string_pretty(&list)? + "\n"))?;
     for r in &released {
         ui::note(&format!(
             "{} {}",

@@ -95,7 +95,7 @@ fn judge(project: &Project, reference: &str, image_id: Option<&str>, report: &se
     std::fs::create_dir_all(file.parent().unwrap())?;
     let kept =
         serde_json::json!({ "image": reference, "image-id": image_id, "passes": verdict.passes(), "verdict": verdict });
-    crate::build::write_if_changed(&file, &(serde_json::to_string_pretty(&kept)? + "\n"))?;
+    crate::fs::write_if_changed(&file, &(serde_json::to_string_pretty(&kept)? + "\n"))?;
     let line = format!(
         "{reference}: {} critical/high, {} medium, {} low",
         verdict.blocked.len(),

@@ -99,6 +99,103 @@ fn only_the_runner_spawns_processes() {
     );
 }
 
+/// Which xtask modules each module names (`crate::x`, `use crate::{x, ...}`), outside
+/// comments and tests; a file under `src/m/` belongs to module `m`.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = root().join("xtask/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let module_of = |file: &Path| -> String {
+        let rel = file.strip_prefix(&src).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
+        first.trim_end_matches(".rs").to_owned()
+    };
+    let modules: std::collections::BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+    let mut graph = std::collections::BTreeMap::new();
+    for file in files
+        .iter()
+        .filter(|f| !f.ends_with("tests.rs") && !f.ends_with("main.rs"))
+    {
+        let text = std::fs::read_to_string(file).unwrap();
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or("")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut names = Vec::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let body = &group[..group.find("};").unwrap_or(group.len())];
+                names.extend(
+                    body.split(',')
+                        .map(|item| item.trim().split("::").next().unwrap_or("").to_owned()),
+                );
+            } else {
+                names.push(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect());
+            }
+        }
+        let me = module_of(file);
+        let entry = graph.entry(me.clone()).or_insert_with(std::collections::BTreeSet::new);
+        entry.extend(names.into_iter().filter(|n| *n != me && modules.contains(n)));
+    }
+    graph
+}
+
+#[test]
+fn the_modules_import_no_circle() {
+    let graph = module_graph();
+    // The reading sees imports both ways they are written.
+    assert!(
+        graph["build"].contains("bake") && graph["build"].contains("engine"),
+        "{graph:?}"
+    );
+    assert!(
+        graph["release"].contains("scan") && graph["dev"].contains("compose"),
+        "{graph:?}"
+    );
+    // Depth-first search; a module met again on the current path closes a circle.
+    fn visit(
+        m: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let mut circle = path[at..].to_vec();
+            circle.push(m.to_owned());
+            return Some(circle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_owned());
+        for next in graph.get(m).into_iter().flatten() {
+            if let Some(circle) = visit(next, graph, path, done) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        done.insert(m.to_owned());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        if let Some(circle) = visit(m, &graph, &mut Vec::new(), &mut done) {
+            panic!("the modules import in a circle: {}", circle.join(" -> "));
+        }
+    }
+}
+
 #[test]
 fn one_file_per_command() {
     let flags = std::fs::read_to_string(root().join("xtask/src/flags.rs")).unwrap();
