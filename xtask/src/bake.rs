@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::git::{self, Head};
-use crate::manifest::{Kind, Manifest, RustToolchain};
+use crate::manifest::{self, Kind, Manifest, RustToolchain};
 
 /// How images reach their bases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,21 +151,18 @@ pub fn base_ref(m: &Manifest, base: &str) -> String {
 }
 
 /// The bake target of a service at a build target: `gateway-prod`.
-pub fn service_target(service: &str, target: &str) -> String {
+pub fn service_target(service: &str, target: manifest::Target) -> String {
     format!("{service}-{target}")
 }
 
 /// The reference `{registry}/{project}/{service}:{version}[-target]` of a built service.
-pub fn service_ref(m: &Manifest, service: &str, target: &str) -> String {
-    format!("{}:{}{}", repository(m, service), m.version.get_ref(), suffix(target))
-}
-
-fn suffix(target: &str) -> String {
-    if target == "prod" {
-        String::new()
-    } else {
-        format!("-{target}")
-    }
+pub fn service_ref(m: &Manifest, service: &str, target: manifest::Target) -> String {
+    format!(
+        "{}:{}{}",
+        repository(m, service),
+        m.version.get_ref(),
+        target.tag_suffix()
+    )
 }
 
 /// The paths whose last commit is an image's revision: its own files, its bases', and
@@ -319,12 +316,8 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
         layer_groups.entry(base.layer).or_default().push(base.target.to_owned());
     }
 
-    for target_name in crate::manifest::TARGETS {
-        let target_settings = match target_name {
-            "local" => &m.targets.local,
-            "dev" => &m.targets.dev,
-            _ => &m.targets.prod,
-        };
+    for target in manifest::Target::ALL {
+        let target_settings = target.settings(m);
         let mut members = Vec::new();
         for (name, service) in &m.services {
             let name = name.get_ref();
@@ -337,22 +330,22 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             }
             let paths = inputs_of(m, &dirs, Some(name));
             let repo = repository(m, name);
-            let bake_name = service_target(name, target_name);
+            let bake_name = service_target(name, target);
             let (cache_from, cache_to) = cache(m, &bake_name);
             let mut t = Target {
                 description: format!(
-                    "{name} ({}), {target_name}: {}",
+                    "{name} ({}), {target}: {}",
                     format!("{:?}", service.kind).to_lowercase(),
                     target_settings
                         .description
                         .clone()
-                        .unwrap_or_else(|| format!("the {target_name} stage"))
+                        .unwrap_or_else(|| format!("the {target} stage"))
                 ),
                 context: inputs.context_dir.join(name).display().to_string(),
                 dockerfile: format!("{}/Dockerfile", service.path.get_ref()),
-                target: target_name.to_owned(),
+                target: target.name().to_owned(),
                 labels: labels(m, inputs, &paths, name, &mut revisions),
-                tags: git::tags(m.version.get_ref(), head, &suffix(target_name))
+                tags: git::tags(m.version.get_ref(), head, &target.tag_suffix())
                     .into_iter()
                     .map(|t| format!("{repo}:{t}"))
                     .collect(),
@@ -368,12 +361,12 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 ..Target::default()
             };
             t.labels.insert("dev.slipway.service".into(), name.clone());
-            t.labels.insert("dev.slipway.target".into(), target_name.to_owned());
+            t.labels.insert("dev.slipway.target".into(), target.name().to_owned());
             link(m, inputs, needs, &mut t);
             targets.insert(bake_name.clone(), t);
             members.push(bake_name);
         }
-        groups.insert(target_name.to_owned(), Group { targets: members });
+        groups.insert(target.name().to_owned(), Group { targets: members });
     }
     for (layer, members) in layer_groups {
         groups.insert(format!("layer-{layer}"), Group { targets: members });
@@ -407,7 +400,7 @@ fn base_description(base: &str) -> &'static str {
 
 /// The bake targets to build, in layers (one bake each with [`Linking::Layers`], all at
 /// once with [`Linking::Contexts`]): the bases the chosen services need, then them.
-pub fn selection(m: &Manifest, names: &[String], target: &str) -> anyhow::Result<Vec<Vec<String>>> {
+pub fn selection(m: &Manifest, names: &[String], target: manifest::Target) -> anyhow::Result<Vec<Vec<String>>> {
     let mut services: Vec<&str> = Vec::new();
     let mut bases: Vec<&str> = Vec::new();
     for name in names {
@@ -609,7 +602,7 @@ mod tests {
     #[test]
     fn selection_pulls_in_the_bases_needed() {
         let (m, _) = inputs(Linking::Layers);
-        let layers = selection(&m, &["agent".into()], "dev").unwrap();
+        let layers = selection(&m, &["agent".into()], crate::manifest::Target::Dev).unwrap();
         assert_eq!(
             layers,
             [
@@ -618,9 +611,11 @@ mod tests {
                 vec!["agent-dev"]
             ]
         );
-        let layers = selection(&m, &[], "prod").unwrap();
+        let layers = selection(&m, &[], crate::manifest::Target::Prod).unwrap();
         assert_eq!(layers[2], ["agent-prod", "gateway-prod"]);
-        let err = selection(&m, &["gatewy".into()], "prod").unwrap_err().to_string();
+        let err = selection(&m, &["gatewy".into()], crate::manifest::Target::Prod)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("no image named `gatewy`") && err.contains("gateway"),
             "{err}"

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::manifest::Target;
 use crate::plan::{Output, Step};
 use crate::{bake, docker, flags, project::Project, ui};
 
@@ -571,7 +572,11 @@ fn image_ids(project: &Project) -> Vec<String> {
         .iter()
         .map(|b| bake::base_ref(m, b))
         .collect();
-    refs.extend(m.services.keys().map(|s| bake::service_ref(m, s.get_ref(), "prod")));
+    refs.extend(
+        m.services
+            .keys()
+            .map(|s| bake::service_ref(m, s.get_ref(), crate::manifest::Target::Prod)),
+    );
     refs.iter().map(|r| docker::image_id(r).unwrap_or_default()).collect()
 }
 
@@ -761,7 +766,7 @@ fn load_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figur
     let root = &project.root;
     let (ca, port) = gateway_endpoint(project);
     let load = crate::load::step(port, &ca, "/api/echo?msg=load", LOAD_REQUESTS, LOAD_CONCURRENCY);
-    let container = |target: &str, service: &str| -> Result<String> {
+    let container = |target: Target, service: &str| -> Result<String> {
         let stack = crate::compose::Stack::new(project, Some(target))?;
         stack
             .ps()?
@@ -780,7 +785,7 @@ fn load_figures(project: &Project, xtask: &str, runs: usize) -> Result<Vec<Figur
         root,
     )?;
     let measured = (|| -> Result<()> {
-        let (gateway, agent) = (container("dev", "gateway")?, container("dev", "agent")?);
+        let (gateway, agent) = (container(Target::Dev, "gateway")?, container(Target::Dev, "agent")?);
         let before = (crate::load::rss_mib(&gateway)?, crate::load::rss_mib(&agent)?);
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
@@ -912,7 +917,7 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
         .run()?;
     let result = (|| -> Result<()> {
         for (service, size_limit, rss_limit) in limits {
-            let reference = bake::service_ref(m, service, "prod");
+            let reference = bake::service_ref(m, service, crate::manifest::Target::Prod);
             // `docker images` and `inspect` disagree between stores (the containerd store
             // counts compressed content): both sizes are measured from the layers.
             let sizes = crate::lint::image_sizes(&reference)?;

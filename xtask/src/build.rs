@@ -14,12 +14,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::bake::{self, Inputs, Linking};
 use crate::engine::Engine;
-use crate::manifest::{Cache, Kind, TARGETS};
+use crate::manifest::{Cache, Kind, Target};
 use crate::{bootstrap, certs, docker, flags, git, lint, project::Project, ui};
 
 impl flags::Build {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
-        let target = crate::manifest::target(self.target.as_deref(), "prod")?;
+        let target = self.target.unwrap_or(crate::manifest::Target::Prod);
         let platforms = self
             .platform
             .as_ref()
@@ -27,7 +27,7 @@ impl flags::Build {
         let built = build(
             project,
             &self.names,
-            &target,
+            target,
             platforms,
             Mode {
                 dry_run,
@@ -79,7 +79,7 @@ pub const NO_CA_YET: &str = "placeholder-no-root-ca-yet";
 pub fn build(
     project: &Project,
     names: &[String],
-    target: &str,
+    target: Target,
     platforms: Option<Vec<String>>,
     mode: Mode,
 ) -> Result<Vec<Built>> {
@@ -499,7 +499,7 @@ fn service_of<'m>(m: &'m crate::manifest::Manifest, bake_target: &str) -> Option
     m.services
         .keys()
         .map(|k| k.get_ref().as_str())
-        .find(|s| TARGETS.iter().any(|t| bake::service_target(s, t) == bake_target))
+        .find(|s| Target::ALL.iter().any(|t| bake::service_target(s, *t) == bake_target))
 }
 
 /// One field of a target's entry in bake's metadata.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::manifest::{Cache, Kind, Manifest, TARGETS};
+use crate::manifest::{Cache, Kind, Manifest, Target};
 use crate::plan::{Output, Step};
 use crate::{bake, build, certs, docker, flags, lint, project::Project, release, scan, ui};
 
@@ -31,7 +31,7 @@ pub struct Job {
     /// `gateway-prod-linux-amd64`: what `cargo xtask ci run` takes.
     pub job: String,
     pub service: String,
-    pub target: String,
+    pub target: Target,
     pub platform: String,
 }
 
@@ -59,12 +59,8 @@ pub fn affected(m: &Manifest, changed: &[String]) -> BTreeSet<String> {
 pub fn jobs(m: &Manifest, services: &BTreeSet<String>) -> Vec<Job> {
     let mut out = Vec::new();
     for service in services {
-        for target in TARGETS {
-            let settings = match target {
-                "local" => &m.targets.local,
-                "dev" => &m.targets.dev,
-                _ => &m.targets.prod,
-            };
+        for target in Target::ALL {
+            let settings = target.settings(m);
             let platforms = settings.platforms.as_ref().unwrap_or(&m.build.platforms);
             for platform in platforms {
                 let platform = platform.get_ref().clone();
@@ -245,7 +241,7 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
     let m = &project.manifest;
     let name = job.service.as_str();
     let names = vec![job.service.clone()];
-    let reference = bake::service_ref(m, name, &job.target);
+    let reference = bake::service_ref(m, name, job.target);
     if o.dry_run {
         println!("# {}: certificates, then build", job.job);
     } else {
@@ -258,7 +254,7 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
         dry_run: o.dry_run,
         ..build::Mode::default()
     };
-    build::build(project, &names, &job.target, Some(vec![job.platform.clone()]), mode)?;
+    build::build(project, &names, job.target, Some(vec![job.platform.clone()]), mode)?;
 
     let test = test_in_image(project, job);
     if o.dry_run {
@@ -266,13 +262,13 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
         println!("# image policy: {name}'s Dockerfile, {reference}'s configuration and layers");
     } else {
         ui::step(&test.name);
-        if job.target == "local" {
+        if job.target == Target::Local {
             test.run()?;
         } else {
             smoke(project, job)?;
         }
         ui::step(&format!("image policy of {reference}"));
-        let violations = lint::check_image(project, name, &job.target)?;
+        let violations = lint::check_image(project, name, job.target)?;
         if !violations.is_empty() {
             bail!("the image policy failed:\n  - {}", violations.join("\n  - "));
         }
@@ -281,7 +277,7 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
         if !o.dry_run {
             ui::step(&format!("scan {reference}"));
         }
-        if let Some(verdict) = scan::scan_image(project, name, &job.target, o.dry_run)? {
+        if let Some(verdict) = scan::scan_image(project, name, job.target, o.dry_run)? {
             scan::finish(&[verdict])?;
         }
     } else {
@@ -295,7 +291,7 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
             project,
             &release::Options {
                 names,
-                target: job.target.clone(),
+                target: job.target,
                 push: true,
                 sign: o.sign,
                 key: None,
@@ -313,10 +309,10 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
 fn test_in_image(project: &Project, job: &Job) -> Step {
     let m = &project.manifest;
     let name = job.service.as_str();
-    let reference = bake::service_ref(m, name, &job.target);
-    match (job.target.as_str(), m.services[name].kind) {
-        ("local", Kind::Python) => crate::test::pytest(project, name),
-        ("local", Kind::Rust) => docker::step(
+    let reference = bake::service_ref(m, name, job.target);
+    match (job.target, m.services[name].kind) {
+        (Target::Local, Kind::Python) => crate::test::pytest(project, name),
+        (Target::Local, Kind::Rust) => docker::step(
             format!("{name}: cargo test in its local image"),
             &["run", "--rm", "--env", "CARGO_NET_OFFLINE=true", &reference],
         )
@@ -334,7 +330,7 @@ fn container_name(job: &Job) -> String {
 /// `docker run` of the image as it ships: its own user and entrypoint, a read-only root
 /// filesystem, its own certificates mounted read-only.
 fn smoke_start(project: &Project, job: &Job, container: &str) -> Step {
-    let reference = bake::service_ref(&project.manifest, &job.service, &job.target);
+    let reference = bake::service_ref(&project.manifest, &job.service, job.target);
     let mut step = docker::run_with_certs(
         container,
         &certs::RunAs::for_project(project),
@@ -353,7 +349,7 @@ fn smoke_start(project: &Project, job: &Job, container: &str) -> Step {
 fn smoke(project: &Project, job: &Job) -> Result<()> {
     let m = &project.manifest;
     let name = job.service.as_str();
-    let reference = bake::service_ref(m, name, &job.target);
+    let reference = bake::service_ref(m, name, job.target);
     let container = container_name(job);
     let _removed = docker::Removed(container.clone());
     smoke_start(project, job, &container).run()?;

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::manifest::Target;
 use crate::plan::{Output, Step};
 use crate::{docker, project::Project};
 
@@ -20,7 +21,7 @@ use crate::{docker, project::Project};
 #[derive(Debug, Clone)]
 pub struct Stack {
     pub name: String,
-    pub target: String,
+    pub target: Target,
     pub files: Vec<PathBuf>,
     pub env: Vec<(String, String)>,
     pub root: PathBuf,
@@ -39,20 +40,21 @@ pub fn publish_var(service: &str) -> String {
 
 impl Stack {
     /// The stack for `target`, or for the target of the last `dev` (default `local`).
-    pub fn new(project: &Project, target: Option<&str>) -> Result<Stack> {
+    pub fn new(project: &Project, target: Option<Target>) -> Result<Stack> {
         let m = &project.manifest;
         let target = match target {
-            Some(t) => t.to_owned(),
+            Some(t) => t,
             None => std::fs::read_to_string(Stack::target_file(project))
-                .map(|t| t.trim().to_owned())
-                .unwrap_or_else(|_| "local".into()),
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(Target::Local),
         };
         let name = std::env::var("SLIPWAY_STACK_NAME")
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| format!("{}-{}", m.brand(), m.project.get_ref().replace('/', "-")));
         let mut files = vec![project.root.join("compose.yaml")];
-        if target == "local" {
+        if target == Target::Local {
             files.push(project.root.join("compose.local.yaml"));
         }
         let override_file = project.root.join("compose.override.yaml");
@@ -76,18 +78,16 @@ impl Stack {
             );
         }
         let run = crate::certs::RunAs::for_project(project);
-        let suffix = if target == "prod" {
-            String::new()
-        } else {
-            format!("-{target}")
-        };
         let mut env = vec![
             (
                 "SLIPWAY_IMAGE_PREFIX".to_owned(),
                 format!("{}/{}", m.registry.get_ref(), m.project.get_ref()),
             ),
-            ("SLIPWAY_TAG".to_owned(), format!("{}{suffix}", m.version.get_ref())),
-            ("SLIPWAY_TARGET".to_owned(), target.clone()),
+            (
+                "SLIPWAY_TAG".to_owned(),
+                format!("{}{}", m.version.get_ref(), target.tag_suffix()),
+            ),
+            ("SLIPWAY_TARGET".to_owned(), target.name().to_owned()),
             ("SLIPWAY_CERTS".to_owned(), run.dir.display().to_string()),
             ("RUN_UID".to_owned(), run.uid.to_string()),
             ("RUN_GID".to_owned(), run.gid.to_string()),
@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn the_stack_is_named_and_fed_from_the_manifest() {
         let project = Project::load().unwrap();
-        let stack = Stack::new(&project, Some("local")).unwrap();
+        let stack = Stack::new(&project, Some(crate::manifest::Target::Local)).unwrap();
         assert_eq!(stack.name, "slipway-platform");
         assert!(stack.files[1].ends_with("compose.local.yaml"));
         let env: std::collections::BTreeMap<_, _> = stack.env.iter().cloned().collect();
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(env["GATEWAY_CPUS"], "1");
         assert_eq!(env["AGENT_HEALTH_INTERVAL"], "1s");
         assert_eq!(env["GATEWAY_HEALTH_RETRIES"], "5");
-        let prod = Stack::new(&project, Some("prod")).unwrap();
+        let prod = Stack::new(&project, Some(crate::manifest::Target::Prod)).unwrap();
         assert_eq!(
             prod.files.len(),
             1 + usize::from(project.root.join("compose.override.yaml").exists())

@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::compose::{ServiceState, Stack};
+use crate::manifest::Target;
 use crate::plan;
 use crate::{build, certs, docker, flags, ports, project::Project, ui};
 
 impl flags::Dev {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
-        let target = crate::manifest::target(self.target.as_deref(), "local")?;
+        let target = self.target.unwrap_or(crate::manifest::Target::Local);
         let timeout = Duration::from_secs(self.timeout.unwrap_or(120));
-        let stack = Stack::new(project, Some(&target))?;
+        let stack = Stack::new(project, Some(target))?;
         let services: Vec<String> = project.manifest.services.keys().map(|k| k.get_ref().clone()).collect();
         if self.config {
             let config = stack.step(format!("the {target} stack's compose file"), &["config"]);
@@ -37,7 +38,7 @@ impl flags::Dev {
             build::build(
                 project,
                 &[],
-                &target,
+                target,
                 None,
                 build::Mode {
                     dry_run: true,
@@ -65,7 +66,7 @@ impl flags::Dev {
         }
         // Already up and healthy: nothing to do.
         let states = stack.ps().unwrap_or_default();
-        if stack_is_healthy(&states, &services) && stack_target(project) == target {
+        if stack_is_healthy(&states, &services) && stack_target(project) == Some(target) {
             ui::note(&format!("the stack `{}` is up and healthy already", stack.name));
             print_endpoints(project, &states);
             return Ok(());
@@ -83,7 +84,7 @@ impl flags::Dev {
         }
         check_ports(project, &states)?;
         ui::step(&format!("build the {target} images (what changed)"));
-        build::build(project, &[], &target, None, build::Mode::default())?;
+        build::build(project, &[], target, None, build::Mode::default())?;
         stack.remember(project)?;
         let stack = stack.with_start_interval(project)?;
 
@@ -145,8 +146,8 @@ fn take_down(stack: &Stack, err: &anyhow::Error) -> Result<()> {
     Err(anyhow::anyhow!("{err}"))
 }
 
-fn stack_target(project: &Project) -> String {
-    Stack::new(project, None).map(|s| s.target).unwrap_or_default()
+fn stack_target(project: &Project) -> Option<Target> {
+    Stack::new(project, None).ok().map(|s| s.target)
 }
 
 fn stack_is_healthy(states: &[ServiceState], services: &[String]) -> bool {

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::manifest::Target;
+
 xflags::xflags! {
     src "./src/flags.rs"
 
@@ -37,7 +39,7 @@ xflags::xflags! {
             /// Services or bases to build (default: every service, and the bases it needs).
             repeated names: String
             /// The stage to build: local, dev or prod (default: prod).
-            optional --target target: String
+            optional --target target: Target
             /// Show what bake resolves from the generated definition; build nothing.
             optional --print
             /// Push the images to the registry instead of loading them.
@@ -59,7 +61,7 @@ xflags::xflags! {
             /// Services to check (default: every service).
             repeated names: String
             /// The stage to check: local, dev or prod (default: prod).
-            optional --target target: String
+            optional --target target: Target
         }
 
         /// Bring the local stack up (the main job for a new contributor): certificates,
@@ -67,7 +69,7 @@ xflags::xflags! {
         /// where each listens. In the foreground it streams the logs; Ctrl-C stops it.
         cmd dev {
             /// local (default: source mounted, hot reload, debugger), dev or prod.
-            optional --target target: String
+            optional --target target: Target
             /// Return once every service is healthy, leaving the stack running.
             optional --detach
             /// Seconds to wait for every service to be healthy (default 120).
@@ -131,7 +133,7 @@ xflags::xflags! {
             /// Services to scan (default: every service).
             repeated names: String
             /// The stage to scan: local, dev or prod (default: prod).
-            optional --target target: String
+            optional --target target: Target
             /// Judge this Trivy JSON report instead of running Trivy.
             optional --report file: PathBuf
         }
@@ -143,7 +145,7 @@ xflags::xflags! {
             /// Services to release (default: every service).
             repeated names: String
             /// The stage to release: local, dev or prod (default: prod).
-            optional --target target: String
+            optional --target target: Target
             /// Push the images (without it: show the tags and checks, push nothing).
             optional --push
             /// Sign every pushed image with cosign (needs --push).
@@ -252,7 +254,7 @@ pub struct Test {
 pub struct Build {
     pub names: Vec<String>,
 
-    pub target: Option<String>,
+    pub target: Option<Target>,
     pub print: bool,
     pub push: bool,
     pub platform: Option<String>,
@@ -267,12 +269,12 @@ pub struct Bootstrap {
 pub struct Lint {
     pub names: Vec<String>,
 
-    pub target: Option<String>,
+    pub target: Option<Target>,
 }
 
 #[derive(Debug)]
 pub struct Dev {
-    pub target: Option<String>,
+    pub target: Option<Target>,
     pub detach: bool,
     pub timeout: Option<u64>,
     pub config: bool,
@@ -326,7 +328,7 @@ pub struct Matrix {
 pub struct Scan {
     pub names: Vec<String>,
 
-    pub target: Option<String>,
+    pub target: Option<Target>,
     pub report: Option<PathBuf>,
 }
 
@@ -334,7 +336,7 @@ pub struct Scan {
 pub struct Release {
     pub names: Vec<String>,
 
-    pub target: Option<String>,
+    pub target: Option<Target>,
     pub push: bool,
     pub sign: bool,
     pub key: Option<String>,

@@ -16,6 +16,7 @@ use std::io::Read;
 
 use anyhow::{Context, Result};
 
+use crate::manifest::Target;
 use crate::{flags, project::Project, ui};
 
 /// One Dockerfile instruction, continuation lines joined.
@@ -107,7 +108,7 @@ fn secret_like(name: &str) -> bool {
 }
 
 /// Every violation of the Dockerfile rules, for the stage `target` (the one that runs).
-pub fn dockerfile(text: &str, target: &str) -> Vec<String> {
+pub fn dockerfile(text: &str, target: Target) -> Vec<String> {
     let insts = instructions(text);
     let stages = stages(&insts);
     let args: Vec<String> = insts
@@ -198,7 +199,7 @@ pub fn dockerfile(text: &str, target: &str) -> Vec<String> {
     }
     // The stage that runs, and the stages it descends from.
     let mut chain: Vec<&Stage> = Vec::new();
-    let mut next = stages.iter().find(|s| s.name.as_deref() == Some(target));
+    let mut next = stages.iter().find(|s| s.name.as_deref() == Some(target.name()));
     while let Some(stage) = next {
         chain.push(stage);
         next = stages.iter().find(|s| s.name.as_deref() == Some(stage.from.as_str()));
@@ -213,7 +214,7 @@ pub fn dockerfile(text: &str, target: &str) -> Vec<String> {
     if find("HEALTHCHECK").is_none_or(|h| h.rest.trim().eq_ignore_ascii_case("NONE")) {
         v.push(format!("DL3057/CIS-DI-0006: stage `{target}` has no HEALTHCHECK"));
     }
-    if target == "prod" {
+    if target == Target::Prod {
         match find("USER") {
             None => v.push("DL3002/CIS-DI-0001: stage `prod` sets no USER: it would run as root".into()),
             Some(u) if is_root(u.rest.split(':').next().unwrap_or("")) => v.push(format!(
@@ -233,11 +234,11 @@ fn is_root(user: &str) -> bool {
 
 /// Every violation of the rules over a built image's configuration
 /// (`docker image inspect`), for the stage `target`.
-pub fn image_config(inspect: &serde_json::Value, target: &str) -> Vec<String> {
+pub fn image_config(inspect: &serde_json::Value, target: Target) -> Vec<String> {
     let config = &inspect["Config"];
     let mut v = Vec::new();
     let user = config["User"].as_str().unwrap_or("");
-    if target == "prod" && is_root(user.split(':').next().unwrap_or("")) {
+    if target == Target::Prod && is_root(user.split(':').next().unwrap_or("")) {
         v.push(format!(
             "CIS-DI-0001: the image runs as `{}`: prod runs as a non-root user",
             if user.is_empty() { "root" } else { user }
@@ -606,7 +607,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The whole policy for one service's image at `target`: its Dockerfile, the built
 /// image's configuration, and every layer. Each violation is prefixed with the service.
-pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<String>> {
+pub fn check_image(project: &Project, name: &str, target: Target) -> Result<Vec<String>> {
     let m = &project.manifest;
     let file = project.root.join(m.services[name].path.get_ref()).join("Dockerfile");
     let reference = crate::bake::service_ref(m, name, target);
@@ -616,7 +617,7 @@ pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<St
         .with_context(|| format!("build it first: `cargo xtask build {name} --target {target}`"))?;
     violations.extend(image_config(&inspect, target));
     let layers = strings(&inspect["RootFS"]["Layers"]);
-    let scan = save_and_scan(&reference, target == "prod", &layers)?;
+    let scan = save_and_scan(&reference, target == Target::Prod, &layers)?;
     ui::note(&format!(
         "{reference}: {} files in {} of its {} layers scanned",
         scan.files,
@@ -629,7 +630,7 @@ pub fn check_image(project: &Project, name: &str, target: &str) -> Result<Vec<St
 
 impl flags::Lint {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
-        let target = crate::manifest::target(self.target.as_deref(), "prod")?;
+        let target = self.target.unwrap_or(crate::manifest::Target::Prod);
         let m = &project.manifest;
         let mut violations = Vec::new();
         for name in &m.service_names(&self.names)? {
@@ -638,11 +639,11 @@ impl flags::Lint {
                     .root
                     .join(m.services[name.as_str()].path.get_ref())
                     .join("Dockerfile");
-                let reference = crate::bake::service_ref(m, name, &target);
+                let reference = crate::bake::service_ref(m, name, target);
                 println!("check {} ({target}) and every layer of {reference}", file.display());
                 continue;
             }
-            violations.extend(check_image(project, name, &target)?);
+            violations.extend(check_image(project, name, target)?);
         }
         if !violations.is_empty() {
             anyhow::bail!(
@@ -689,7 +690,7 @@ CMD ["/app/gateway"]
 
     #[test]
     fn a_good_dockerfile_passes() {
-        assert_eq!(dockerfile(GOOD, "prod"), Vec::<String>::new());
+        assert_eq!(dockerfile(GOOD, Target::Prod), Vec::<String>::new());
     }
 
     #[test]
@@ -703,7 +704,7 @@ COPY .slipway/certs/agent.key /app/
 FROM base AS prod
 CMD /app/gateway
 "#;
-        let v = dockerfile(bad, "prod");
+        let v = dockerfile(bad, Target::Prod);
         for rule in [
             "DL3006",
             "DL3015",
@@ -718,22 +719,22 @@ CMD /app/gateway
             assert!(v.iter().any(|x| x.starts_with(rule)), "{rule} missing from {v:#?}");
         }
         assert!(
-            dockerfile("FROM debian:latest AS prod\n", "prod")
+            dockerfile("FROM debian:latest AS prod\n", Target::Prod)
                 .iter()
                 .any(|x| x.starts_with("DL3007"))
         );
         assert!(
-            dockerfile("FROM alpine:3.20 AS prod\n", "prod")
+            dockerfile("FROM alpine:3.20 AS prod\n", Target::Prod)
                 .iter()
                 .any(|x| x.contains("not Debian"))
         );
         assert!(
-            dockerfile(&GOOD.replace("USER 10001:10001", "USER root"), "prod")
+            dockerfile(&GOOD.replace("USER 10001:10001", "USER root"), Target::Prod)
                 .iter()
                 .any(|x| x.contains("runs as root"))
         );
         assert!(
-            dockerfile(GOOD, "dev")
+            dockerfile(GOOD, Target::Dev)
                 .iter()
                 .any(|x| x.contains("no stage named `dev`"))
         );
@@ -750,12 +751,12 @@ CMD /app/gateway
                 "org.opencontainers.image.version": "v", "org.opencontainers.image.created": "c"
             }
         }});
-        assert!(image_config(&good, "prod").is_empty());
+        assert!(image_config(&good, Target::Prod).is_empty());
         let bad = serde_json::json!({"Config": {"User": "", "Env": ["DB_PASSWORD=x"], "Labels": {}}});
-        let v = image_config(&bad, "prod");
+        let v = image_config(&bad, Target::Prod);
         assert_eq!(v.len(), 7, "{v:#?}");
         // Outside prod, root is allowed (local runs tools as root).
-        assert!(!image_config(&bad, "local").iter().any(|x| x.contains("non-root")));
+        assert!(!image_config(&bad, Target::Local).iter().any(|x| x.contains("non-root")));
     }
 
     fn tar(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {

@@ -290,30 +290,78 @@ fn default_start_period() -> u32 {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Targets {
     #[serde(default)]
-    pub local: Target,
+    pub local: TargetSettings,
     #[serde(default)]
-    pub dev: Target,
+    pub dev: TargetSettings,
     #[serde(default)]
-    pub prod: Target,
+    pub prod: TargetSettings,
 }
 
-/// The names of the build targets.
-pub const TARGETS: [&str; 3] = ["local", "dev", "prod"];
+/// A build target: what `--target` names, each service's image has one stage of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Source mounted, hot reload, debugger, dev dependencies.
+    Local,
+    /// The code baked in, no reload.
+    Dev,
+    /// Non-root, no build tools, smallest.
+    Prod,
+}
 
-/// The target a `--target` flag names, or `default` without one; any other name is an
-/// error that lists the targets.
-pub fn target(flag: Option<&str>, default: &str) -> anyhow::Result<String> {
-    let target = flag.unwrap_or(default);
-    if !TARGETS.contains(&target) {
-        anyhow::bail!("unknown target `{target}`: use local, dev or prod");
+impl Target {
+    /// Every target, in the order they are listed.
+    pub const ALL: [Target; 3] = [Target::Local, Target::Dev, Target::Prod];
+
+    /// Its name: the Dockerfile stage, the bake group, the `-target` tag suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Local => "local",
+            Target::Dev => "dev",
+            Target::Prod => "prod",
+        }
     }
-    Ok(target.to_owned())
+
+    /// What image tags append: nothing for prod, `-local` or `-dev` otherwise.
+    pub fn tag_suffix(self) -> String {
+        match self {
+            Target::Prod => String::new(),
+            other => format!("-{}", other.name()),
+        }
+    }
+
+    /// Its settings in the manifest.
+    pub fn settings(self, m: &Manifest) -> &TargetSettings {
+        match self {
+            Target::Local => &m.targets.local,
+            Target::Dev => &m.targets.dev,
+            Target::Prod => &m.targets.prod,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    /// `--target` parses to this: any other name is an error that lists the targets.
+    fn from_str(text: &str) -> Result<Target, String> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == text)
+            .ok_or_else(|| format!("unknown target `{text}`: use local, dev or prod"))
+    }
 }
 
 /// A build target's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Target {
+pub struct TargetSettings {
     /// What the target is for, shown in the bake definition.
     #[serde(default)]
     pub description: Option<String>,
@@ -1117,12 +1165,16 @@ server = "agent"
 
     #[test]
     fn targets_and_service_names_are_checked_in_one_place() {
-        assert_eq!(target(None, "prod").unwrap(), "prod");
-        assert_eq!(target(Some("local"), "prod").unwrap(), "local");
+        assert_eq!("local".parse::<Target>(), Ok(Target::Local));
         assert_eq!(
-            target(Some("staging"), "prod").unwrap_err().to_string(),
-            "unknown target `staging`: use local, dev or prod"
+            "staging".parse::<Target>(),
+            Err("unknown target `staging`: use local, dev or prod".to_owned())
         );
+        for t in Target::ALL {
+            assert_eq!(t.name().parse::<Target>(), Ok(t));
+        }
+        assert_eq!(Target::Prod.tag_suffix(), "");
+        assert_eq!(Target::Local.tag_suffix(), "-local");
         let m = Manifest::parse(GOOD, Path::new("slipway.toml")).unwrap();
         assert_eq!(m.service_names(&[]).unwrap(), ["agent", "gateway"]);
         assert_eq!(m.service_names(&["gateway".into()]).unwrap(), ["gateway"]);

@@ -28,7 +28,7 @@ use crate::{bake, flags, project::Project, ui};
 
 impl flags::Release {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
-        let target = crate::manifest::target(self.target.as_deref(), "prod")?;
+        let target = self.target.unwrap_or(crate::manifest::Target::Prod);
         release(
             project,
             &Options {
@@ -46,10 +46,10 @@ impl flags::Release {
 }
 
 /// What `release` is asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub names: Vec<String>,
-    pub target: String,
+    pub target: crate::manifest::Target,
     pub push: bool,
     pub sign: bool,
     pub key: Option<String>,
@@ -85,7 +85,7 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
             "cosign is not installed, so nothing can be signed: install it (Sigstore publishes static binaries and Debian packages), then run release again"
         );
     }
-    let refs: Vec<String> = names.iter().map(|n| bake::service_ref(m, n, &o.target)).collect();
+    let refs: Vec<String> = names.iter().map(|n| bake::service_ref(m, n, o.target)).collect();
 
     if o.dry_run {
         let load = Mode {
@@ -93,10 +93,10 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
             ..Mode::default()
         };
         println!("# build (load), then check each image's scan verdict");
-        build::build(project, &names, &o.target, None, load)?;
+        build::build(project, &names, o.target, None, load)?;
         if o.push {
             println!("# push");
-            build::build(project, &names, &o.target, None, Mode { push: true, ..load })?;
+            build::build(project, &names, o.target, None, Mode { push: true, ..load })?;
         }
         if let Some(c) = &cosign {
             println!("# sign each pushed image by the digest in bake's metadata file");
@@ -112,7 +112,7 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
     }
 
     ui::step(&format!("build the {} images (what changed)", o.target));
-    let built = build::build(project, &names, &o.target, None, Mode::default())?;
+    let built = build::build(project, &names, o.target, None, Mode::default())?;
     let mut ids = BTreeMap::new();
     let (mut unscanned, mut blocked) = (Vec::new(), Vec::new());
     for image in built.iter().filter(|b| refs.contains(&b.reference)) {
@@ -159,7 +159,7 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
     let pushed = build::build(
         project,
         &names,
-        &o.target,
+        o.target,
         None,
         Mode {
             push: true,

@@ -126,12 +126,12 @@ impl flags::Scan {
                 std::fs::read_to_string(report).with_context(|| format!("reading the report {}", report.display()))?;
             let value: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
-            let target = crate::manifest::target(self.target.as_deref(), "prod")?;
+            let target = self.target.unwrap_or(crate::manifest::Target::Prod);
             // The image the report is about: a service (its image at --target), or a reference.
             let reference = match self.names.as_slice() {
                 [] => report.display().to_string(),
                 [name] if project.manifest.services.contains_key(name.as_str()) => {
-                    bake::service_ref(&project.manifest, name, &target)
+                    bake::service_ref(&project.manifest, name, target)
                 }
                 [name] => name.clone(),
                 _ => bail!("--report judges one report: name at most one image (a service or a reference)"),
@@ -140,7 +140,7 @@ impl flags::Scan {
             let verdict = judge(project, &reference, id.as_deref(), &value)?;
             return finish(&[verdict]);
         }
-        let target = crate::manifest::target(self.target.as_deref(), "prod")?;
+        let target = self.target.unwrap_or(crate::manifest::Target::Prod);
         let names = project.manifest.service_names(&self.names)?;
         if !trivy_installed() {
             bail!(
@@ -151,7 +151,7 @@ impl flags::Scan {
         }
         let mut verdicts = Vec::new();
         for name in &names {
-            if let Some(verdict) = scan_image(project, name, &target, dry_run)? {
+            if let Some(verdict) = scan_image(project, name, target, dry_run)? {
                 verdicts.push(verdict);
             }
         }
@@ -169,7 +169,12 @@ pub fn trivy_installed() -> bool {
 
 /// Scan one service's image at `target` with Trivy and keep the verdict (`None` for a
 /// dry run, which prints the step).
-pub fn scan_image(project: &Project, name: &str, target: &str, dry_run: bool) -> Result<Option<Verdict>> {
+pub fn scan_image(
+    project: &Project,
+    name: &str,
+    target: crate::manifest::Target,
+    dry_run: bool,
+) -> Result<Option<Verdict>> {
     let reference = bake::service_ref(&project.manifest, name, target);
     let out = std::env::temp_dir().join(format!("slipway-trivy-{}-{name}.json", std::process::id()));
     let step = Step::new(format!("scan {reference}"), "trivy")

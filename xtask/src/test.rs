@@ -135,7 +135,7 @@ pub fn plan(project: &Project, engine: bool) -> Plan {
 /// ships) with the certificates mounted. `ci run` runs the same step.
 pub fn pytest(project: &Project, name: &str) -> Step {
     let mount = format!("{}:/certs:ro", project.certs_dir().display());
-    let image = crate::bake::service_ref(&project.manifest, name, "local");
+    let image = crate::bake::service_ref(&project.manifest, name, crate::manifest::Target::Local);
     docker::step(
         format!("{name}: pytest in its local image"),
         &[

@@ -27,7 +27,7 @@ impl flags::Verify {
         let images: Vec<String> = if self.images.is_empty() {
             m.services
                 .keys()
-                .map(|s| bake::service_ref(m, s.get_ref(), "prod"))
+                .map(|s| bake::service_ref(m, s.get_ref(), crate::manifest::Target::Prod))
                 .collect()
         } else {
             self.images.iter().map(|i| expand(m, i)).collect()
@@ -101,7 +101,7 @@ impl flags::Verify {
 /// that digest or tag of its repository. Anything else is a reference as given.
 fn expand(m: &crate::manifest::Manifest, image: &str) -> String {
     if m.services.contains_key(image) {
-        return bake::service_ref(m, image, "prod");
+        return bake::service_ref(m, image, crate::manifest::Target::Prod);
     }
     let cut = image.find(['@', ':']).unwrap_or(image.len());
     let (name, rest) = image.split_at(cut);

@@ -693,3 +693,16 @@ fn a_fresh_clone_shows_its_plans_with_no_certificates_and_no_engine() {
     assert!(args.contains("placeholder-no-root-ca-yet"), "{printed:#}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn a_target_that_does_not_exist_is_refused_by_the_flags_with_the_targets_there_are() {
+    for command in ["build", "dev", "lint", "scan", "release"] {
+        let out = xtask().args([command, "--target", "staging"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", text(&out));
+        assert!(
+            text(&out).contains("unknown target `staging`: use local, dev or prod"),
+            "{command}: {}",
+            text(&out)
+        );
+    }
+}
