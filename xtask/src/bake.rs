@@ -115,9 +115,45 @@ pub struct Group {
     pub targets: Vec<String>,
 }
 
-/// One bake target (one image), in bake's own field names.
+/// An image's name: its repository and its first tag. Built once, in [`definition`],
+/// and carried as is: nothing takes a reference apart again.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Image {
+    /// `{registry}/{project}/{name}`.
+    pub repository: String,
+    /// `{version}[-target]`.
+    pub tag: String,
+}
+
+impl Image {
+    /// `repository:tag`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+
+    /// `repository:other`.
+    pub fn with_tag(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.repository)
+    }
+
+    /// `repository@digest`: what is signed and verified.
+    pub fn at(&self, digest: &str) -> String {
+        format!("{}@{digest}", self.repository)
+    }
+}
+
+/// One bake target (one image), in bake's own field names (and, not serialised, what
+/// Slipway knows of it: the image, its tag names, the service it builds).
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct Target {
+    #[serde(skip)]
+    pub image: Image,
+    /// Its tags' names (seed 002's rules); `tags` are the same as references.
+    #[serde(skip)]
+    pub tag_names: Vec<String>,
+    /// The service it builds (none for a base).
+    #[serde(skip)]
+    pub service: Option<String>,
     pub description: String,
     pub context: String,
     pub dockerfile: String,
@@ -157,12 +193,15 @@ pub fn service_target(service: &str, target: manifest::Target) -> String {
 
 /// The reference `{registry}/{project}/{service}:{version}[-target]` of a built service.
 pub fn service_ref(m: &Manifest, service: &str, target: manifest::Target) -> String {
-    format!(
-        "{}:{}{}",
-        repository(m, service),
-        m.version.get_ref(),
-        target.tag_suffix()
-    )
+    service_image(m, service, target).reference()
+}
+
+/// The image of a service at a build target.
+pub fn service_image(m: &Manifest, service: &str, target: manifest::Target) -> Image {
+    Image {
+        repository: repository(m, service),
+        tag: format!("{}{}", m.version.get_ref(), target.tag_suffix()),
+    }
 }
 
 /// The paths whose last commit is an image's revision: its own files, its bases', and
@@ -284,6 +323,11 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             base.stage
         };
         let (cache_from, cache_to) = cache(m, base.target);
+        let tag_names = git::tags(m.version.get_ref(), head, "");
+        let image = Image {
+            repository: repo.clone(),
+            tag: m.version.get_ref().clone(),
+        };
         let mut t = Target {
             description: format!("{}-{}: {}", m.brand(), base.target, base_description(base.target)),
             context: base.dir.to_owned(),
@@ -296,10 +340,9 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 &format!("{}-{}", m.brand(), base.target),
                 &mut revisions,
             ),
-            tags: git::tags(m.version.get_ref(), head, "")
-                .into_iter()
-                .map(|t| format!("{repo}:{t}"))
-                .collect(),
+            tags: tag_names.iter().map(|t| image.with_tag(t)).collect(),
+            tag_names,
+            image,
             secret: secrets(inputs, base.target == "os-base"),
             platforms: platforms.clone(),
             cache_from,
@@ -329,9 +372,10 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 dirs.push("images/python-base");
             }
             let paths = inputs_of(m, &dirs, Some(name));
-            let repo = repository(m, name);
             let bake_name = service_target(name, target);
             let (cache_from, cache_to) = cache(m, &bake_name);
+            let tag_names = git::tags(m.version.get_ref(), head, &target.tag_suffix());
+            let image = service_image(m, name, target);
             let mut t = Target {
                 description: format!(
                     "{name} ({}), {target}: {}",
@@ -345,10 +389,10 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 dockerfile: format!("{}/Dockerfile", service.path.get_ref()),
                 target: target.name().to_owned(),
                 labels: labels(m, inputs, &paths, name, &mut revisions),
-                tags: git::tags(m.version.get_ref(), head, &target.tag_suffix())
-                    .into_iter()
-                    .map(|t| format!("{repo}:{t}"))
-                    .collect(),
+                tags: tag_names.iter().map(|t| image.with_tag(t)).collect(),
+                tag_names,
+                image,
+                service: Some(name.clone()),
                 secret: secrets(inputs, false),
                 platforms: target_settings
                     .platforms
@@ -503,6 +547,22 @@ mod tests {
             debian_image: "debian:trixie-slim".into(),
         };
         (m, inputs)
+    }
+
+    #[test]
+    fn each_target_carries_its_image_its_tags_and_its_service() {
+        let (m, inputs) = inputs(Linking::Contexts);
+        let def = definition(&m, &inputs);
+        for (name, t) in &def.target {
+            assert_eq!(t.tags[0], t.image.reference(), "{name}");
+            let named: Vec<String> = t.tag_names.iter().map(|n| t.image.with_tag(n)).collect();
+            assert_eq!(named, t.tags, "{name}");
+        }
+        let gw = &def.target["gateway-dev"];
+        assert_eq!(gw.service.as_deref(), Some("gateway"));
+        assert_eq!(gw.image, service_image(&m, "gateway", manifest::Target::Dev));
+        assert_eq!(gw.image.tag, "0.1.0-dev");
+        assert_eq!(def.target["os-base"].service, None);
     }
 
     #[test]

@@ -39,7 +39,11 @@ impl flags::Build {
             return Ok(());
         }
         for image in &built {
-            ui::note(&format!("{:<58} {:>8}", image.reference, human_size(image.size)));
+            ui::note(&format!(
+                "{:<58} {:>8}",
+                image.image.reference(),
+                human_size(image.size)
+            ));
         }
         Ok(())
     }
@@ -56,9 +60,9 @@ pub struct Mode {
 /// An image `build` made.
 #[derive(Debug, Clone, Default)]
 pub struct Built {
-    /// Its first tag: `{registry}/{project}/{name}:{version}[-target]`.
-    pub reference: String,
-    /// Every tag bake gave it (seed 002's rules).
+    /// Its name: `{registry}/{project}/{name}` and its first tag, `{version}[-target]`.
+    pub image: bake::Image,
+    /// The names of every tag bake gave it (seed 002's rules).
     pub tags: Vec<String>,
     pub size: u64,
     /// Its id in the local image store (empty when a push left no local image).
@@ -181,7 +185,7 @@ pub fn build(
             .last()
             .into_iter()
             .flatten()
-            .filter_map(|t| service_of(m, t))
+            .filter_map(|t| definition.target[t].service.as_deref())
             .collect();
         for service in services {
             stage_context(project, service, &inputs.context_dir.join(service))?;
@@ -209,7 +213,7 @@ pub fn build(
 
     // Up to date: the same inputs as the last successful build, and its images still
     // there with the same ids. Then bake has nothing to do, and is not asked.
-    let refs: Vec<String> = all.iter().map(|name| definition.target[name].tags[0].clone()).collect();
+    let images: Vec<&bake::Image> = all.iter().map(|name| &definition.target[name].image).collect();
     // One stamp per selection: `build python-base` must not stand for `build --target prod`.
     let selection: String = ring::digest::digest(&ring::digest::SHA256, all.join(",").as_bytes()).as_ref()[..6]
         .iter()
@@ -228,10 +232,10 @@ pub fn build(
         )?)
     };
     if let Some(hash) = &inputs_hash
-        && let Some(mut built) = up_to_date(&stamp_file, hash, &refs)?
+        && let Some(mut built) = up_to_date(&stamp_file, hash, &images)?
     {
         for (image, name) in built.iter_mut().zip(&all) {
-            image.tags = definition.target[name].tags.clone();
+            image.tags = definition.target[name].tag_names.clone();
         }
         ui::note("every image is up to date (same inputs as the last build, same image ids): bake not needed");
         return Ok(built);
@@ -315,7 +319,7 @@ pub fn build(
     };
     for name in &all {
         let t = &definition.target[name];
-        let reference = t.tags[0].clone();
+        let reference = t.image.reference();
         let entry = metadata.get(name.as_str());
         let (digest, config_digest) = if pushed.contains(&name) {
             let digest = meta_field(entry, "containerimage.digest").ok_or_else(|| {
@@ -334,8 +338,8 @@ pub fn build(
             Ok(config) => config,
             Err(_) if digest.is_some() => {
                 built.push(Built {
-                    reference,
-                    tags: t.tags.clone(),
+                    image: t.image.clone(),
+                    tags: t.tag_names.clone(),
                     digest,
                     config_digest,
                     ..Built::default()
@@ -345,7 +349,7 @@ pub fn build(
             Err(err) => return Err(err),
         };
         let size = config["Size"].as_u64().unwrap_or(0);
-        if let Some(service) = service_of(m, name) {
+        if let Some(service) = &t.service {
             let dockerfile = project.root.join(&t.dockerfile);
             let text = fs::read_to_string(&dockerfile).with_context(|| format!("reading {}", dockerfile.display()))?;
             for v in lint::dockerfile(&text, target)
@@ -356,8 +360,8 @@ pub fn build(
             }
         }
         built.push(Built {
-            reference,
-            tags: t.tags.clone(),
+            image: t.image.clone(),
+            tags: t.tag_names.clone(),
             size,
             id: config["Id"].as_str().unwrap_or_default().to_owned(),
             digest,
@@ -373,10 +377,10 @@ pub fn build(
     }
     if let Some(hash) = inputs_hash {
         // The ids were read with each image's configuration above.
-        let images: BTreeMap<&str, &str> = built.iter().map(|b| (b.reference.as_str(), b.id.as_str())).collect();
-        let configs: BTreeMap<&str, &str> = built
+        let images: BTreeMap<String, &str> = built.iter().map(|b| (b.image.reference(), b.id.as_str())).collect();
+        let configs: BTreeMap<String, &str> = built
             .iter()
-            .filter_map(|b| Some((b.reference.as_str(), b.config_digest.as_deref()?)))
+            .filter_map(|b| Some((b.image.reference(), b.config_digest.as_deref()?)))
             .collect();
         let stamp = serde_json::json!({ "inputs": hash, "images": images, "configs": configs });
         crate::fs::write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
@@ -469,7 +473,7 @@ fn image_ids(refs: &[String]) -> Result<Vec<(String, u64)>> {
 
 /// The images of the last build when `hash` matches its inputs and every image is still
 /// there with the id it had.
-fn up_to_date(stamp_file: &Path, hash: &str, refs: &[String]) -> Result<Option<Vec<Built>>> {
+fn up_to_date(stamp_file: &Path, hash: &str, images: &[&bake::Image]) -> Result<Option<Vec<Built>>> {
     let Ok(text) = fs::read_to_string(stamp_file) else {
         return Ok(None);
     };
@@ -477,14 +481,15 @@ fn up_to_date(stamp_file: &Path, hash: &str, refs: &[String]) -> Result<Option<V
     if stamp["inputs"].as_str() != Some(hash) {
         return Ok(None);
     }
-    let ids = image_ids(refs)?;
+    let refs: Vec<String> = images.iter().map(|i| i.reference()).collect();
+    let ids = image_ids(&refs)?;
     let mut built = Vec::new();
-    for (reference, (id, size)) in refs.iter().zip(ids) {
+    for ((image, reference), (id, size)) in images.iter().zip(&refs).zip(ids) {
         if id.is_empty() || stamp["images"][reference].as_str() != Some(id.as_str()) {
             return Ok(None);
         }
         built.push(Built {
-            reference: reference.clone(),
+            image: (*image).clone(),
             size,
             id,
             config_digest: stamp["configs"][reference].as_str().map(str::to_owned),
@@ -492,14 +497,6 @@ fn up_to_date(stamp_file: &Path, hash: &str, refs: &[String]) -> Result<Option<V
         });
     }
     Ok(Some(built))
-}
-
-/// The service a bake target builds, if it is a service's (`gateway-prod` -> `gateway`).
-fn service_of<'m>(m: &'m crate::manifest::Manifest, bake_target: &str) -> Option<&'m str> {
-    m.services
-        .keys()
-        .map(|k| k.get_ref().as_str())
-        .find(|s| Target::ALL.iter().any(|t| bake::service_target(s, *t) == bake_target))
 }
 
 /// One field of a target's entry in bake's metadata.

@@ -60,6 +60,8 @@ pub struct Options {
 /// One pushed image.
 #[derive(Debug, Clone, Serialize)]
 pub struct Released {
+    /// `{registry}/{project}/{service}`: the record keeps the last release of each.
+    pub repository: String,
     /// `{registry}/{project}/{service}@sha256:...`: what was signed, and what to deploy.
     pub image: String,
     pub tags: Vec<String>,
@@ -85,7 +87,7 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
             "cosign is not installed, so nothing can be signed: install it (Sigstore publishes static binaries and Debian packages), then run release again"
         );
     }
-    let refs: Vec<String> = names.iter().map(|n| bake::service_ref(m, n, o.target)).collect();
+    let wanted: Vec<bake::Image> = names.iter().map(|n| bake::service_image(m, n, o.target)).collect();
 
     if o.dry_run {
         let load = Mode {
@@ -100,12 +102,8 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
         }
         if let Some(c) = &cosign {
             println!("# sign each pushed image by the digest in bake's metadata file");
-            for r in &refs {
-                println!(
-                    "{}",
-                    c.sign_step(&format!("{}@sha256:<digest>", repository_of(r)))
-                        .command_line()
-                );
+            for image in &wanted {
+                println!("{}", c.sign_step(&image.at("sha256:<digest>")).command_line());
             }
         }
         return Ok(Vec::new());
@@ -115,22 +113,18 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
     let built = build::build(project, &names, o.target, None, Mode::default())?;
     let mut ids = BTreeMap::new();
     let (mut unscanned, mut blocked) = (Vec::new(), Vec::new());
-    for image in built.iter().filter(|b| refs.contains(&b.reference)) {
-        let shown: Vec<&str> = image.tags.iter().map(|t| tag_of(t)).collect();
-        ui::note(&format!(
-            "{}: tags {}",
-            repository_of(&image.reference),
-            shown.join(", ")
-        ));
-        match scan::record(project, &image.reference, Some(&image.id)) {
+    for image in built.iter().filter(|b| wanted.contains(&b.image)) {
+        let reference = image.image.reference();
+        ui::note(&format!("{}: tags {}", image.image.repository, image.tags.join(", ")));
+        match scan::record(project, &reference, Some(&image.id)) {
             Record::Passed => {}
-            Record::Blocked(n) => blocked.push(format!("{} ({n} critical or high)", image.reference)),
-            Record::Unscanned(why) => unscanned.push(format!("{} ({why})", image.reference)),
+            Record::Blocked(n) => blocked.push(format!("{reference} ({n} critical or high)")),
+            Record::Unscanned(why) => unscanned.push(format!("{reference} ({why})")),
         }
         // What identifies this image in the registry: its configuration's digest (on the
         // classic store that is also its id).
         ids.insert(
-            image.reference.clone(),
+            reference,
             image.config_digest.clone().unwrap_or_else(|| image.id.clone()),
         );
     }
@@ -167,24 +161,22 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
         },
     )?;
     let mut released = Vec::new();
-    for image in pushed.iter().filter(|b| refs.contains(&b.reference)) {
+    for image in pushed.iter().filter(|b| wanted.contains(&b.image)) {
+        let reference = image.image.reference();
         let Some(digest) = &image.digest else {
-            bail!(
-                "bake reports no digest for the pushed {}: nothing signed",
-                image.reference
-            );
+            bail!("bake reports no digest for the pushed {reference}: nothing signed");
         };
-        if let (Some(config), Some(id)) = (&image.config_digest, ids.get(&image.reference))
+        if let (Some(config), Some(id)) = (&image.config_digest, ids.get(&reference))
             && config != id
         {
             bail!(
-                "the image pushed as {} (config {config}) is not the one checked and scanned ({id}): \
-                 nothing was signed; run release again",
-                image.reference
+                "the image pushed as {reference} (config {config}) is not the one checked and scanned ({id}): \
+                 nothing was signed; run release again"
             );
         }
         released.push(Released {
-            image: format!("{}@{digest}", repository_of(&image.reference)),
+            repository: image.image.repository.clone(),
+            image: image.image.at(digest),
             tags: image.tags.clone(),
             signed: false,
         });
@@ -208,10 +200,17 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
         .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
         .into_iter()
         .flatten()
-        .filter_map(|v| Some((repository_of(v["image"].as_str()?).to_owned(), v)))
+        .filter_map(|v| {
+            // Records written before `repository` was kept name it in `image` (`repo@digest`).
+            let repository = v["repository"]
+                .as_str()
+                .or_else(|| v["image"].as_str()?.split('@').next())?
+                .to_owned();
+            Some((repository, v))
+        })
         .collect();
     for r in &released {
-        kept.insert(repository_of(&r.image).to_owned(), serde_json::to_value(r)?);
+        kept.insert(r.repository.clone(), serde_json::to_value(r)?);
     }
     let list: Vec<&serde_json::Value> = kept.values().collect();
     crate::fs::write_if_changed(&record, &(serde_json::to_string_pretty(&list)? + "\n"))?;
@@ -224,20 +223,6 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
     }
     ui::note(&format!("recorded in {}", record.display()));
     Ok(released)
-}
-
-/// `registry/project/name:tag` -> `registry/project/name` (a registry port is kept).
-pub fn repository_of(reference: &str) -> &str {
-    let reference = reference.split('@').next().unwrap_or(reference);
-    let slash = reference.rfind('/').map_or(0, |i| i + 1);
-    match reference[slash..].find(':') {
-        Some(colon) => &reference[..slash + colon],
-        None => reference,
-    }
-}
-
-fn tag_of(reference: &str) -> &str {
-    reference[repository_of(reference).len()..].trim_start_matches(':')
 }
 
 /// Whether the registry host is this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
@@ -494,17 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn references_split_into_repository_and_tag() {
-        assert_eq!(
-            repository_of("localhost:5000/platform/agent:0.1.0"),
-            "localhost:5000/platform/agent"
-        );
-        assert_eq!(
-            repository_of("localhost:5000/platform/agent@sha256:ab"),
-            "localhost:5000/platform/agent"
-        );
-        assert_eq!(repository_of("registry.example.com/p/gw"), "registry.example.com/p/gw");
-        assert_eq!(tag_of("localhost:5000/platform/agent:0.1.0-dev"), "0.1.0-dev");
+    fn a_loopback_registry_is_known() {
         assert!(registry_is_loopback("localhost:5000"));
         assert!(registry_is_loopback("127.0.0.1:5391"));
         assert!(registry_is_loopback("[::1]:5000"));

@@ -8,7 +8,7 @@
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::release::{self, Cosign};
+use crate::release::Cosign;
 use crate::{bake, flags, project::Project, ui};
 
 /// One image's outcome.
@@ -64,7 +64,7 @@ impl flags::Verify {
             let ran = cosign.verify_step(image).run_unchecked()?;
             // The digest the signature covers, or why there is none.
             let checked = match (ran.status.success(), signed_digest(&ran.stdout)) {
-                (true, Some(digest)) => Ok(format!("{}@{digest}", release::repository_of(image))),
+                (true, Some(digest)) => Ok(format!("{}@{digest}", repository_of(image))),
                 (true, None) => Err("cosign said yes but named no digest".to_owned()),
                 (false, _) => Err(why(&ran.stderr)),
             };
@@ -136,9 +136,33 @@ fn why(stderr: &str) -> String {
         .to_owned()
 }
 
+/// `registry/project/name:tag` -> `registry/project/name` (a registry port is kept).
+/// (For the references a user names on the command line.)
+fn repository_of(reference: &str) -> &str {
+    let reference = reference.split('@').next().unwrap_or(reference);
+    let slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[slash..].find(':') {
+        Some(colon) => &reference[..slash + colon],
+        None => reference,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reference_named_by_a_user_splits_into_its_repository() {
+        assert_eq!(
+            repository_of("localhost:5000/platform/agent:0.1.0"),
+            "localhost:5000/platform/agent"
+        );
+        assert_eq!(
+            repository_of("localhost:5000/platform/agent@sha256:ab"),
+            "localhost:5000/platform/agent"
+        );
+        assert_eq!(repository_of("registry.example.com/p/gw"), "registry.example.com/p/gw");
+    }
 
     #[test]
     fn the_digest_and_the_reason_are_read_from_cosign() {
