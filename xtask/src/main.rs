@@ -12,6 +12,7 @@ mod certs;
 mod ci;
 mod codegen;
 mod compose;
+mod cosign;
 mod dev;
 mod disk;
 mod docker;

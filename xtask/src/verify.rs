@@ -8,7 +8,7 @@
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::release::Cosign;
+use crate::cosign::Cosign;
 use crate::{bake, flags, project::Project, ui};
 
 /// One image's outcome.
