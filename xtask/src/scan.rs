@@ -71,6 +71,80 @@ pub fn evaluate(report: &serde_json::Value) -> Result<Verdict> {
     Ok(verdict)
 }
 
+/// The image a report must be of: its reference and its layers' diff ids, as the local
+/// store has them (the same on either image store, unlike the image id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub reference: String,
+    pub diff_ids: Vec<String>,
+}
+
+impl Subject {
+    /// The image `reference` as the local store has it; an error naming what to do when
+    /// it is not there.
+    pub fn local(reference: &str) -> Result<Subject> {
+        let config = crate::docker::inspect_image(reference).map_err(|_| {
+            anyhow::anyhow!(
+                "no image {reference} in the local store: a report is judged against the image it is of; build it first \
+                 (`cargo xtask build`)"
+            )
+        })?;
+        let diff_ids = config["RootFS"]["Layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(str::to_owned))
+            .collect();
+        Ok(Subject {
+            reference: reference.to_owned(),
+            diff_ids,
+        })
+    }
+}
+
+/// A report is accepted only for the image it judges: a container image report
+/// (`ArtifactType`), named as the image (`ArtifactName`), of this very build (its
+/// `Metadata.DiffIDs` are the image's layers), that saw something (a report with no
+/// result found no package set, so it can judge nothing).
+pub fn bind(report: &serde_json::Value, subject: &Subject) -> Result<()> {
+    let reference = &subject.reference;
+    if report.get("SchemaVersion").is_none() {
+        bail!(
+            "this is not a Trivy JSON report (no SchemaVersion): make it with `trivy image --format json {reference}`"
+        );
+    }
+    match report["ArtifactType"].as_str() {
+        Some("container_image") => {}
+        Some(other) => bail!("the report is of a `{other}`, not of a container image: scan the image {reference}"),
+        None => bail!(
+            "the report names no artifact (no ArtifactType): make it with `trivy image --format json {reference}`"
+        ),
+    }
+    let named = report["ArtifactName"].as_str().unwrap_or("");
+    if named != reference {
+        bail!("the report is of `{named}`, not of {reference}: scan {reference} itself");
+    }
+    let layers: Vec<&str> = report["Metadata"]["DiffIDs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str())
+        .collect();
+    if layers.is_empty() {
+        bail!("the report of {reference} lists no layers (Metadata.DiffIDs): it cannot be matched to this build");
+    }
+    if layers != subject.diff_ids {
+        bail!("the report is of another build of {reference} (its layers differ from the image here): scan this build");
+    }
+    if report["Results"].as_array().is_none_or(|r| r.is_empty()) {
+        bail!(
+            "the scanner saw nothing in {reference} (no package set in Results): a scan that finds no package cannot \
+             pass it; check the image carries its package database (/var/lib/dpkg/status, Python dist-info)"
+        );
+    }
+    Ok(())
+}
+
 /// Where the verdict on an image is kept.
 pub fn verdict_file(project: &Project, reference: &str) -> PathBuf {
     let name: String = reference
@@ -129,13 +203,17 @@ impl flags::Scan {
             let target = self.target.unwrap_or(crate::manifest::Target::Prod);
             // The image the report is about: a service (its image at --target), or a reference.
             let reference = match self.names.as_slice() {
-                [] => report.display().to_string(),
                 [name] if project.manifest.services.contains_key(name.as_str()) => {
                     bake::service_ref(&project.manifest, name, target)
                 }
                 [name] => name.clone(),
-                _ => bail!("--report judges one report: name at most one image (a service or a reference)"),
+                _ => bail!(
+                    "--report judges one report of one image: name it (a service, such as `scan agent --report FILE`, \
+                     or a reference)"
+                ),
             };
+            let subject = Subject::local(&reference)?;
+            bind(&value, &subject).with_context(|| format!("{} is refused", report.display()))?;
             let id = crate::docker::image_id(&reference);
             let verdict = judge(project, &reference, id.as_deref(), &value)?;
             return finish(&[verdict]);
@@ -199,9 +277,11 @@ pub fn scan_image(
     let id = crate::docker::image_id(&reference).ok_or_else(|| {
         anyhow::anyhow!("no image {reference} to scan: build it first (`cargo xtask build {name} --target {target}`)")
     })?;
+    let subject = Subject::local(&reference)?;
     step.run()?;
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
     let _ = std::fs::remove_file(&out);
+    bind(&value, &subject)?;
     Ok(Some(judge(project, &reference, Some(&id), &value)?))
 }
 
@@ -287,6 +367,53 @@ mod tests {
         let clean = serde_json::json!({"SchemaVersion": 2, "Results": [{"Target": "debian 13", "Class": "os-pkgs"}]});
         assert_eq!(evaluate(&clean).unwrap(), Verdict::default());
         assert!(evaluate(&serde_json::json!({"foo": 1})).is_err());
+    }
+
+    /// A report as `trivy image --format json` writes it, of `name` with `layers`.
+    fn trivy(name: &str, layers: &[&str], results: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "SchemaVersion": 2, "CreatedAt": "2026-11-25T12:00:00Z",
+            "ArtifactName": name, "ArtifactType": "container_image",
+            "Metadata": {"OS": {"Family": "debian", "Name": "13.2"}, "ImageID": "sha256:c0ffee",
+                "DiffIDs": layers, "RepoTags": [name]},
+            "Results": results,
+        })
+    }
+
+    #[test]
+    fn a_report_is_accepted_only_for_the_image_it_judges() {
+        let subject = Subject {
+            reference: "localhost:5000/platform/agent:0.1.0".into(),
+            diff_ids: vec!["sha256:aa".into(), "sha256:bb".into()],
+        };
+        let results = serde_json::json!([{"Target": "debian 13.2", "Class": "os-pkgs", "Type": "debian"}]);
+        let good = trivy(&subject.reference, &["sha256:aa", "sha256:bb"], results.clone());
+        bind(&good, &subject).unwrap();
+        let refused = |report: serde_json::Value, why: &str| {
+            let err = bind(&report, &subject).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        };
+        refused(serde_json::json!({"SchemaVersion": 2}), "names no artifact");
+        refused(serde_json::json!({"Results": []}), "not a Trivy JSON report");
+        refused(
+            trivy(
+                "localhost:5000/platform/gateway:0.1.0",
+                &["sha256:aa", "sha256:bb"],
+                results.clone(),
+            ),
+            "not of localhost:5000/platform/agent:0.1.0",
+        );
+        refused(
+            trivy(&subject.reference, &["sha256:aa", "sha256:old"], results.clone()),
+            "another build",
+        );
+        refused(
+            trivy(&subject.reference, &["sha256:aa", "sha256:bb"], serde_json::json!([])),
+            "saw nothing",
+        );
+        let mut repo = good.clone();
+        repo["ArtifactType"] = "repository".into();
+        refused(repo, "not of a container image");
     }
 
     #[test]

@@ -420,35 +420,23 @@ fn ci_matrix_takes_only_the_affected_images() {
 }
 
 #[test]
-fn scan_judges_a_trivy_report_and_says_when_trivy_is_missing() {
+fn scan_needs_the_image_a_report_is_of_and_says_when_trivy_is_missing() {
     let dir = scratch("scan");
     let report = dir.join("report.json");
-    let write = |severity: &str| {
-        let json = serde_json::json!({"SchemaVersion": 2, "Results": [{"Target": "debian 13", "Vulnerabilities": [
-            {"VulnerabilityID": "CVE-2026-0001", "PkgName": "libssl3t64", "InstalledVersion": "3.5.1-1", "FixedVersion": "3.5.1-2", "Severity": severity}
-        ]}]});
-        std::fs::write(&report, json.to_string()).unwrap();
-    };
-    let scan = || {
-        xtask()
-            .args(["scan", "--report"])
-            .arg(&report)
-            .env("SLIPWAY_STATE_DIR", dir.join("state"))
-            .output()
-            .unwrap()
-    };
-    write("HIGH");
-    let out = scan();
+    let json = serde_json::json!({"SchemaVersion": 2, "Results": [{"Target": "debian 13", "Vulnerabilities": [
+        {"VulnerabilityID": "CVE-2026-0001", "PkgName": "libssl3t64", "InstalledVersion": "3.5.1-1", "FixedVersion": "3.5.1-2", "Severity": "LOW"}
+    ]}]});
+    std::fs::write(&report, json.to_string()).unwrap();
+    // A report judges one image, named: never a report on its own.
+    let out = xtask()
+        .args(["scan", "--report"])
+        .arg(&report)
+        .env("SLIPWAY_STATE_DIR", dir.join("state"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(
-        text(&out).contains("CVE-2026-0001") && text(&out).contains("push is blocked"),
-        "{}",
-        text(&out)
-    );
-    write("MEDIUM");
-    let out = scan();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("1 medium"), "{}", text(&out));
+    assert!(text(&out).contains("name it"), "{}", text(&out));
+    assert!(!dir.join("state/scan").exists(), "a verdict was kept");
     // No Trivy on PATH: the command says so and how to go on.
     let empty = dir.join("bin");
     std::fs::create_dir_all(&empty).unwrap();

@@ -1199,9 +1199,23 @@ fn cosign_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")))
 }
 
-fn trivy_report(path: &Path, severity: &str) {
-    let report = serde_json::json!({"SchemaVersion": 2, "ArtifactType": "container_image", "Results": [{
-        "Target": "debian 13", "Class": "os-pkgs", "Type": "debian",
+/// A Trivy report (`trivy image --format json`, Trivy is not installed here) of the
+/// image `reference` as the local store has it (its name and its layers' diff ids), with
+/// one finding of `severity`; `layers_of` makes it claim another image's layers.
+fn trivy_report(path: &Path, severity: &str, reference: &str, layers_of: &str) {
+    let layers: serde_json::Value = serde_json::from_str(&docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RootFS.Layers}}",
+        layers_of,
+    ]))
+    .unwrap();
+    let report = serde_json::json!({"SchemaVersion": 2, "ArtifactName": reference,
+        "ArtifactType": "container_image",
+        "Metadata": {"OS": {"Family": "debian", "Name": "13.2"}, "DiffIDs": layers, "RepoTags": [reference]},
+        "Results": [{
+        "Target": "debian 13.2", "Class": "os-pkgs", "Type": "debian",
         "Vulnerabilities": [{"VulnerabilityID": "CVE-2025-0001", "PkgName": "libc6",
             "InstalledVersion": "2.41-12", "FixedVersion": "", "Severity": severity}]}]});
     std::fs::write(path, report.to_string()).unwrap();
@@ -1242,17 +1256,33 @@ fn release_signs_by_digest_and_verify_catches_a_moved_tag() {
     assert!(!ok && out.contains("no passing scan of"), "{out}");
     assert!(registry.get("/v2/_catalog").unwrap().contains("\"repositories\":[]"));
 
+    // A report of another image, or of another build of this one, is refused: no verdict.
+    let agent = format!("{}/platform/agent:0.1.0", registry.host());
+    let gateway = format!("{}/platform/gateway:0.1.0", registry.host());
+    let wrong = dir.join("wrong.json");
+    trivy_report(&wrong, "LOW", &gateway, &gateway);
+    let (ok, out) = run(&["scan", "agent", "--report", wrong.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains(&format!("the report is of `{gateway}`, not of {agent}")),
+        "{out}"
+    );
+    trivy_report(&wrong, "LOW", &agent, &gateway);
+    let (ok, out) = run(&["scan", "agent", "--report", wrong.to_str().unwrap()]);
+    assert!(!ok && out.contains("another build"), "{out}");
+    let (ok, out) = run(&["release", "agent", "--push"]);
+    assert!(!ok && out.contains("no passing scan of"), "{out}");
+
     // A report with High findings blocks, even with --allow-unscanned.
     let high = dir.join("high.json");
-    trivy_report(&high, "HIGH");
+    trivy_report(&high, "HIGH", &agent, &agent);
     assert!(!run(&["scan", "agent", "--report", high.to_str().unwrap()]).0);
     let (ok, out) = run(&["release", "agent", "--push", "--allow-unscanned"]);
     assert!(!ok && out.contains("vulnerability policy blocks the push"), "{out}");
 
     // Passing verdicts on these very builds: pushed, and signed by digest.
     let low = dir.join("low.json");
-    trivy_report(&low, "LOW");
-    for service in ["agent", "gateway"] {
+    for (service, reference) in [("agent", &agent), ("gateway", &gateway)] {
+        trivy_report(&low, "LOW", reference, reference);
         let (ok, out) = run(&["scan", service, "--report", low.to_str().unwrap()]);
         assert!(ok, "{out}");
     }
