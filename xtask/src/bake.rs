@@ -525,28 +525,35 @@ pub fn build_dir(state: &Path) -> PathBuf {
     state.join("build")
 }
 
+/// The checkout's manifest and fixed inputs (a HEAD on main, a made-up CA fingerprint),
+/// for the plan tests of bake and build.
+#[cfg(test)]
+pub fn test_inputs(linking: Linking) -> (Manifest, Inputs) {
+    let root = crate::project::root();
+    let m = Manifest::load(&root.join(crate::manifest::FILE)).unwrap();
+    let inputs = Inputs {
+        root: root.clone(),
+        context_dir: root.join(".slipway/build/context"),
+        head: Head {
+            sha: "0123456789abcdef".into(),
+            branch: Some("main".into()),
+        },
+        ca_sha256: "ab".repeat(32),
+        ca_file: root.join(".slipway/certs/rootCA.crt"),
+        extra_ca: Some(root.join(".slipway/build/extra-ca.pem")),
+        linking,
+        platforms: None,
+        debian_image: "debian:trixie-slim".into(),
+    };
+    (m, inputs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn inputs(linking: Linking) -> (Manifest, Inputs) {
-        let root = crate::project::root();
-        let m = Manifest::load(&root.join(crate::manifest::FILE)).unwrap();
-        let inputs = Inputs {
-            root: root.clone(),
-            context_dir: root.join(".slipway/build/context"),
-            head: Head {
-                sha: "0123456789abcdef".into(),
-                branch: Some("main".into()),
-            },
-            ca_sha256: "ab".repeat(32),
-            ca_file: root.join(".slipway/certs/rootCA.crt"),
-            extra_ca: Some(root.join(".slipway/build/extra-ca.pem")),
-            linking,
-            platforms: None,
-            debian_image: "debian:trixie-slim".into(),
-        };
-        (m, inputs)
+        test_inputs(linking)
     }
 
     #[test]

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::bake::{self, Inputs, Linking};
 use crate::engine::Engine;
 use crate::manifest::{Cache, Kind, Target};
+use crate::plan::Step;
 use crate::{bootstrap, certs, docker, flags, git, lint, project::Project, ui};
 
 impl flags::Build {
@@ -242,52 +243,20 @@ pub fn build(
     }
 
     let mut plan = bootstrap::ensure_root_image(project, mode.dry_run)?;
-    // With --push, the images asked for are pushed; the bases they need are loaded
-    // (layers) or built as their named contexts (one bake).
-    let batches = match (linking, mode.push) {
-        (Linking::Contexts, false) => vec![all.clone()],
-        (Linking::Contexts, true) => vec![layers.last().cloned().unwrap_or_default()],
-        (Linking::Layers, _) => layers.clone(),
-    };
-    let mut metadata_files = Vec::new();
-    for (i, batch) in batches.iter().enumerate() {
-        let push = mode.push && i + 1 == batches.len();
-        let meta = build_dir.join(format!("metadata-{i}.json"));
-        let mut args: Vec<String> = vec!["buildx".into(), "bake".into()];
-        if let Some(b) = builder {
-            args.extend(["--builder".into(), b.to_owned()]);
-        }
-        args.extend(["--file".into(), bake_file.display().to_string()]);
-        args.extend(["--metadata-file".into(), meta.display().to_string()]);
-        args.extend(allow_reads(&engine, &definition, batch, &project.root));
-        if push {
-            args.push("--push".into());
-        } else {
-            // A provenance attestation carries the build's time: on the containerd store
-            // it would give every rebuild, even a fully cached one, a new image id.
-            args.extend(["--provenance=false".into(), "--load".into()]);
-        }
-        args.extend(batch.iter().cloned());
-        let what = if linking == Linking::Layers {
-            format!("bake layer {}: {}", i + 1, batch.join(", "))
-        } else {
-            format!("bake {}", batch.join(", "))
-        };
-        plan.push(
-            docker::step(what, &args.iter().map(String::as_str).collect::<Vec<_>>())
-                .cwd(&project.root)
-                .on_fail(if push {
-                    format!(
-                        "the output above names the failing step; a push needs the registry {} up and reachable, \
-                         and `docker login {}` where it asks for credentials",
-                        m.registry.get_ref(),
-                        m.registry.get_ref()
-                    )
-                } else {
-                    "the build output above names the failing step; `cargo xtask doctor` checks the engine".to_owned()
-                }),
-        );
-        metadata_files.push(meta);
+    let bakes = bake_steps(
+        &Bakes {
+            manifest: m,
+            engine: &engine,
+            definition: &definition,
+            layers: &layers,
+            build_dir: &build_dir,
+            root: &project.root,
+        },
+        mode.push,
+    );
+    let metadata_files: Vec<PathBuf> = bakes.iter().map(|(_, meta)| meta.clone()).collect();
+    for (step, _) in bakes {
+        plan.push(step);
     }
     if mode.dry_run {
         print!("{}", plan.render());
@@ -312,8 +281,9 @@ pub fn build(
     let metadata = merge_metadata(&metadata_files, &build_dir.join("metadata.json"))?;
     let mut built = Vec::new();
     let mut problems = Vec::new();
+    // A push pushes the last layer (the images asked for), in either linking.
     let pushed: Vec<&String> = if mode.push {
-        batches.last().into_iter().flatten().collect()
+        layers.last().into_iter().flatten().collect()
     } else {
         Vec::new()
     };
@@ -386,6 +356,74 @@ pub fn build(
         crate::fs::write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
     }
     Ok(built)
+}
+
+/// What the bake steps are made from: every fact already probed, nothing asked here.
+pub struct Bakes<'a> {
+    pub manifest: &'a crate::manifest::Manifest,
+    pub engine: &'a Engine,
+    pub definition: &'a bake::Definition,
+    /// The selection, in layers (bases first, the services last).
+    pub layers: &'a [Vec<String>],
+    pub build_dir: &'a Path,
+    pub root: &'a Path,
+}
+
+/// The `docker buildx bake` steps of a build, each with the metadata file it writes. A
+/// pure function of the facts: one bake of everything where the builder takes named
+/// contexts, else one per layer; with `push`, the images asked for are pushed (the last
+/// bake) and the bases they need are loaded or built as their named contexts; a load
+/// asks for no provenance (it carries the build's time, so a cached rebuild would get a
+/// new image id on the containerd store).
+pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
+    let linking = if b.engine.capabilities.named_contexts.ok {
+        Linking::Contexts
+    } else {
+        Linking::Layers
+    };
+    let all: Vec<String> = b.layers.concat();
+    let batches = match (linking, push) {
+        (Linking::Contexts, false) => vec![all],
+        (Linking::Contexts, true) => vec![b.layers.last().cloned().unwrap_or_default()],
+        (Linking::Layers, _) => b.layers.to_vec(),
+    };
+    let registry = b.manifest.registry.get_ref();
+    let bake_file = b.build_dir.join("bake.json");
+    let mut out = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let pushes = push && i + 1 == batches.len();
+        let meta = b.build_dir.join(format!("metadata-{i}.json"));
+        let mut args: Vec<String> = vec!["buildx".into(), "bake".into()];
+        if let Some(builder) = &b.engine.builder {
+            args.extend(["--builder".into(), builder.clone()]);
+        }
+        args.extend(["--file".into(), bake_file.display().to_string()]);
+        args.extend(["--metadata-file".into(), meta.display().to_string()]);
+        args.extend(allow_reads(b.engine, b.definition, batch, b.root));
+        if pushes {
+            args.push("--push".into());
+        } else {
+            args.extend(["--provenance=false".into(), "--load".into()]);
+        }
+        args.extend(batch.iter().cloned());
+        let what = if linking == Linking::Layers {
+            format!("bake layer {}: {}", i + 1, batch.join(", "))
+        } else {
+            format!("bake {}", batch.join(", "))
+        };
+        let step = docker::step(what, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            .cwd(b.root)
+            .on_fail(if pushes {
+                format!(
+                    "the output above names the failing step; a push needs the registry {registry} up and reachable, \
+                     and `docker login {registry}` where it asks for credentials"
+                )
+            } else {
+                "the build output above names the failing step; `cargo xtask doctor` checks the engine".to_owned()
+            });
+        out.push((step, meta));
+    }
+    out
 }
 
 /// `--allow=fs.read=PATH` for each file or directory outside the checkout that bake
@@ -691,6 +729,90 @@ fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bake steps of `build --target prod` on an engine with (or without) named
+    /// contexts and a buildx of `buildx`: from fixed facts, no engine asked.
+    fn steps(contexts: bool, buildx: &str, push: bool) -> Vec<String> {
+        steps_with_state(contexts, buildx, push, None)
+    }
+
+    /// The same, with the state directory at `state` (outside the checkout) when given.
+    fn steps_with_state(contexts: bool, buildx: &str, push: bool, state: Option<&Path>) -> Vec<String> {
+        let (m, mut inputs) = bake::test_inputs(if contexts { Linking::Contexts } else { Linking::Layers });
+        if let Some(state) = state {
+            inputs.context_dir = state.join("build/context");
+            inputs.ca_file = state.join("certs/rootCA.crt");
+            inputs.extra_ca = Some(state.join("build/extra-ca.pem"));
+        }
+        let definition = bake::definition(&m, &inputs);
+        let layers = bake::selection(&m, &[], Target::Prod).unwrap();
+        let mut engine = Engine::assumed(None, "a plan test");
+        engine.buildx = buildx.into();
+        engine.capabilities.named_contexts.ok = contexts;
+        let build_dir = inputs.root.join(".slipway/build");
+        let facts = Bakes {
+            manifest: &m,
+            engine: &engine,
+            definition: &definition,
+            layers: &layers,
+            build_dir: &build_dir,
+            root: &inputs.root,
+        };
+        bake_steps(&facts, push)
+            .iter()
+            .map(|(step, _)| step.command_line())
+            .collect()
+    }
+
+    #[test]
+    fn one_bake_with_named_contexts_layers_without() {
+        let one = steps(true, "0.29.1", false);
+        assert_eq!(one.len(), 1, "{one:#?}");
+        assert!(one[0].contains("--provenance=false --load"), "{}", one[0]);
+        assert!(one[0].ends_with("agent-prod gateway-prod"), "{}", one[0]);
+        assert!(one[0].contains(" os-base "), "{}", one[0]);
+        let layered = steps(false, "0.29.1", false);
+        assert_eq!(layered.len(), bake::SERVICE_LAYER + 1, "{layered:#?}");
+        assert!(layered[0].ends_with(" os-base"), "{}", layered[0]);
+        assert!(layered.last().unwrap().ends_with("agent-prod gateway-prod"));
+    }
+
+    #[test]
+    fn a_push_pushes_only_the_images_asked_for() {
+        let one = steps(true, "0.29.1", true);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].contains("--push") && !one[0].contains("--load"), "{}", one[0]);
+        assert!(one[0].ends_with("--push agent-prod gateway-prod"), "{}", one[0]);
+        let layered = steps(false, "0.29.1", true);
+        assert!(
+            layered[..layered.len() - 1]
+                .iter()
+                .all(|l| l.contains("--load") && !l.contains("--push"))
+        );
+        assert!(layered.last().unwrap().contains("--push"));
+    }
+
+    #[test]
+    fn reads_outside_the_checkout_are_allowed_only_where_buildx_checks_them() {
+        // Everything in the checkout: no --allow at all.
+        assert!(steps(true, "0.29.1", false).iter().all(|l| !l.contains("--allow")));
+        // A state directory elsewhere: exactly its secrets and staged contexts, each named.
+        let elsewhere = Path::new("/var/tmp/slipway-state");
+        let bakes = steps_with_state(true, "0.29.1", false, Some(elsewhere));
+        for path in [
+            "certs/rootCA.crt",
+            "build/extra-ca.pem",
+            "build/context/agent",
+            "build/context/gateway",
+        ] {
+            let flag = format!("--allow=fs.read={}", elsewhere.join(path).display());
+            assert!(bakes[0].contains(&flag), "{flag} missing: {}", bakes[0]);
+        }
+        assert!(!bakes[0].contains("fs.read=/var/tmp/slipway-state "), "{}", bakes[0]);
+        // An older buildx does not check, and does not know the flag.
+        let old = steps_with_state(true, "0.12.0", false, Some(elsewhere));
+        assert!(old.iter().all(|l| !l.contains("--allow")), "{old:#?}");
+    }
 
     #[test]
     fn the_workspace_is_narrowed_to_the_members_in_the_context() {
