@@ -418,6 +418,27 @@ fn every_target_builds_and_passes_the_policy() {
         "localhost:5000/platform/agent:0.1.0-dev",
     ]);
     assert_eq!(user, "10001:10001");
+    // Each stage says which it is (the environment files say it again at run time).
+    for (service, target, suffix) in [
+        ("agent", "local", "-local"),
+        ("agent", "dev", "-dev"),
+        ("agent", "prod", ""),
+        ("gateway", "local", "-local"),
+        ("gateway", "dev", "-dev"),
+        ("gateway", "prod", ""),
+    ] {
+        let env = docker_ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            &format!("localhost:5000/platform/{service}:0.1.0{suffix}"),
+        ]);
+        assert!(
+            env.contains(&format!("\"ENVIRONMENT={target}\"")),
+            "{service} {target}: {env}"
+        );
+    }
     // --print is bake's own view of the generated definition.
     // Read as JSON: buildx versions print secrets as `id=..,src=..` strings or as objects.
     let out = xtask(&["build", "--print", "gateway"]);
