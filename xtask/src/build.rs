@@ -372,9 +372,10 @@ pub struct Bakes<'a> {
 /// The `docker buildx bake` steps of a build, each with the metadata file it writes. A
 /// pure function of the facts: one bake of everything where the builder takes named
 /// contexts, else one per layer; with `push`, the images asked for are pushed (the last
-/// bake) and the bases they need are loaded or built as their named contexts; a load
-/// asks for no provenance (it carries the build's time, so a cached rebuild would get a
-/// new image id on the containerd store).
+/// bake), with a full provenance attestation where the builder attaches one, and the
+/// bases they need are loaded or built as their named contexts; a load asks for no
+/// provenance (it carries the build's time, so a cached rebuild would get a new image id
+/// on the containerd store).
 pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
     let linking = if b.engine.capabilities.named_contexts.ok {
         Linking::Contexts
@@ -402,6 +403,11 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
         args.extend(allow_reads(b.engine, b.definition, batch, b.root));
         if pushes {
             args.push("--push".into());
+            // What was built, from what, how: a provenance attestation (SLSA, every
+            // build step) beside the pushed image, where the builder can attach one.
+            if b.engine.capabilities.attestations.ok {
+                args.push("--provenance=mode=max".into());
+            }
         } else {
             args.extend(["--provenance=false".into(), "--load".into()]);
         }
@@ -749,6 +755,8 @@ mod tests {
         let mut engine = Engine::assumed(None, "a plan test");
         engine.buildx = buildx.into();
         engine.capabilities.named_contexts.ok = contexts;
+        // The engines here: the modern one does both, the legacy one neither.
+        engine.capabilities.attestations.ok = contexts;
         let build_dir = inputs.root.join(".slipway/build");
         let facts = Bakes {
             manifest: &m,
@@ -782,7 +790,11 @@ mod tests {
         let one = steps(true, "0.29.1", true);
         assert_eq!(one.len(), 1);
         assert!(one[0].contains("--push") && !one[0].contains("--load"), "{}", one[0]);
-        assert!(one[0].ends_with("--push agent-prod gateway-prod"), "{}", one[0]);
+        assert!(
+            one[0].ends_with("--push --provenance=mode=max agent-prod gateway-prod"),
+            "{}",
+            one[0]
+        );
         let layered = steps(false, "0.29.1", true);
         assert!(
             layered[..layered.len() - 1]
@@ -790,6 +802,8 @@ mod tests {
                 .all(|l| l.contains("--load") && !l.contains("--push"))
         );
         assert!(layered.last().unwrap().contains("--push"));
+        // No attestation where the builder cannot attach one.
+        assert!(!layered.last().unwrap().contains("--provenance"), "{layered:#?}");
     }
 
     #[test]

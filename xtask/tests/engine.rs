@@ -1147,6 +1147,13 @@ impl Registry {
         Ok(out)
     }
 
+    /// The manifest (or index) the registry serves for `repository:tag`, as JSON.
+    fn manifest(&self, repository: &str, tag: &str) -> serde_json::Value {
+        let response = self.get(&format!("/v2/{repository}/manifests/{tag}")).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{repository}:{tag}: {e}: {response}"))
+    }
+
     /// The digest the registry serves for `repository:tag`.
     fn digest(&self, repository: &str, tag: &str) -> String {
         let response = self.get(&format!("/v2/{repository}/manifests/{tag}")).unwrap();
@@ -1335,6 +1342,17 @@ fn release_signs_by_digest_and_verify_catches_a_moved_tag() {
             let tag = tag.as_str().unwrap().rsplit(':').next().unwrap();
             assert_eq!(registry.digest(&repository, tag), digest, "{service}:{tag}");
         }
+        // Where the builder attaches attestations (the containerd store), the image comes
+        // with its provenance: an attestation manifest in the pushed index.
+        let attested = docker_ok(&["info", "--format", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter");
+        let pushed = registry.manifest(&repository, "0.1.0");
+        let attestations = pushed["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
+            .count();
+        assert_eq!(attestations > 0, attested, "{service}: {pushed:#}");
         // cosign 2 tags the signature `sha256-<digest>.sig`; cosign 3 stores a bundle as an
         // OCI referrer, which a registry without the referrers API finds by the fallback
         // tag `sha256-<digest>`.
