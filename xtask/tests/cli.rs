@@ -595,7 +595,11 @@ fn the_plans_of_ci_run_and_release() {
     assert!(out.status.success(), "{}", text(&out));
     // cosign 3 also needs its signing config off for a signature with no log.
     let plan = text(&out).replace(" --use-signing-config=false", "");
-    assert!(plan.contains("--push agent-prod"), "{plan}");
+    // With a full provenance attestation where the builder attaches one.
+    assert!(
+        plan.contains("--push agent-prod") || plan.contains("--push --provenance=mode=max agent-prod"),
+        "{plan}"
+    );
     assert!(
         plan.contains(&format!(
             "cosign sign --yes --key {} --allow-insecure-registry --tlog-upload=false 'localhost:5000/platform/agent@sha256:<digest>'",
