@@ -8,12 +8,11 @@
 //! service as root to let it read a key.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{CA_CERT, Spec};
+use super::{CA_CERT, Spec, make_dir, stage};
 use crate::project::Project;
 
 /// The non-root user every image declares (`USER 10001:10001`).
@@ -70,34 +69,23 @@ impl RunAs {
     /// wanted is removed. Each file is written beside its place and renamed into it.
     pub fn prepare(&self, spec: &Spec) -> Result<()> {
         let root = geteuid_is_root();
-        make_dir(&self.dir, self, root)?;
-        let services: Vec<&str> = spec.wanted.iter().filter_map(|w| w.service.as_deref()).collect();
+        self.make_dir(&self.dir, root)?;
+        // A service may own several certificates (server and client): each once.
+        let services: std::collections::BTreeSet<&str> =
+            spec.wanted.iter().filter_map(|w| w.service.as_deref()).collect();
         for service in &services {
             let dir = self.service_dir(service);
-            make_dir(&dir, self, root)?;
+            self.make_dir(&dir, root)?;
             let files = RunAs::files_for(spec, service);
             for name in &files {
                 let from = self.source.join(name);
-                let bytes = fs::read(&from)
+                let text = fs::read_to_string(&from)
                     .with_context(|| format!("reading {}: run `cargo xtask certs` to make it", from.display()))?;
                 let to = dir.join(name);
-                if fs::read(&to).is_ok_and(|old| old == bytes) && owned_by(&to, self) {
+                if fs::read_to_string(&to).is_ok_and(|old| old == text) && owned_by(&to, self) {
                     continue;
                 }
-                let secret = name.ends_with(".key");
-                let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-                let _ = fs::remove_file(&tmp);
-                {
-                    use std::io::Write;
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut file = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(if secret { 0o600 } else { 0o644 })
-                        .open(&tmp)
-                        .with_context(|| format!("cannot write in {}", dir.display()))?;
-                    file.write_all(&bytes)?;
-                }
+                let tmp = stage(&to, &text, name.ends_with(".key"))?;
                 if root {
                     std::os::unix::fs::chown(&tmp, Some(self.uid), Some(self.gid))
                         .with_context(|| format!("giving {} to {}", tmp.display(), self.user()))?;
@@ -113,9 +101,20 @@ impl RunAs {
         }
         for entry in fs::read_dir(&self.dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !services.contains(&name.as_str()) {
+            if !services.contains(name.as_str()) {
                 let _ = fs::remove_dir_all(entry.path());
             }
+        }
+        Ok(())
+    }
+
+    /// A directory only the run user can enter (0700, as the certificates' own), given
+    /// to it.
+    fn make_dir(&self, dir: &Path, root: bool) -> Result<()> {
+        make_dir(dir)?;
+        if root {
+            std::os::unix::fs::chown(dir, Some(self.uid), Some(self.gid))
+                .with_context(|| format!("giving {} to {}", dir.display(), self.user()))?;
         }
         Ok(())
     }
@@ -131,25 +130,10 @@ fn owned_by(path: &Path, run: &RunAs) -> bool {
     fs::metadata(path).is_ok_and(|m| m.uid() == run.uid && m.gid() == run.gid)
 }
 
-/// A directory only the run user can enter (0700), given to it.
-fn make_dir(dir: &Path, run: &RunAs, root: bool) -> Result<()> {
-    if !dir.is_dir() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    if root {
-        std::os::unix::fs::chown(dir, Some(run.uid), Some(run.gid))
-            .with_context(|| format!("giving {} to {}", dir.display(), run.user()))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
