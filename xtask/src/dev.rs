@@ -55,9 +55,7 @@ impl flags::Dev {
 
         // In the order a user fixes things: the engine and its compose plugin, then the
         // certificates, the ports, and (in `build`) the disk.
-        if let Err(why) = docker::engine_version() {
-            bail!("the Docker engine is not reachable ({why}): {}", docker::START_ENGINE);
-        }
+        docker::require_engine()?;
         if docker::compose_version().is_none() {
             bail!(
                 "`docker compose` is missing: install the compose plugin (Debian: `apt-get install docker-compose`; \

@@ -68,6 +68,12 @@ pub fn engine_version() -> Result<String, String> {
     VERSION.get_or_init(ask_engine_version).clone()
 }
 
+/// The engine's version, or the error that names it unreachable and how to start it:
+/// what every command that needs the engine says first.
+pub fn require_engine() -> anyhow::Result<String> {
+    engine_version().map_err(|why| anyhow::anyhow!("the Docker engine is not reachable ({why}): {START_ENGINE}"))
+}
+
 /// How often a health check runs during a container's start period, where the engine
 /// lets us say (Docker 25+): often enough that a service is called healthy within half a
 /// second of being ready, for the few seconds a start lasts.

@@ -86,8 +86,7 @@ impl Engine {
     /// the record says (`doctor` does, so a probe that failed for a passing reason is
     /// never believed for good).
     pub fn probe(project: &Project, builder: Option<&str>, fresh: bool) -> Result<Engine> {
-        let version = docker::engine_version()
-            .map_err(|why| anyhow::anyhow!("the Docker engine is not reachable ({why}): {}", docker::START_ENGINE))?;
+        let version = docker::require_engine()?;
         // Three queries of ~0.1 s each, on every build: asked side by side.
         let (store, buildx, info) = std::thread::scope(|scope| {
             let store = scope.spawn(docker::image_store);
