@@ -40,6 +40,9 @@ pub struct Inputs {
     pub service: String,
     pub include: Vec<Pattern>,
     pub exclude: Vec<Pattern>,
+    /// Whether `include` is the service's own `inputs` (each must name a file), rather
+    /// than the default pair per path (`X`, `X/**`: one of them names nothing).
+    pub declared: bool,
 }
 
 impl Inputs {
@@ -62,17 +65,17 @@ impl Inputs {
             service.inputs.iter().map(|p| pattern(p.get_ref())).collect()
         };
         let state_dir = format!(".{}/**", m.brand());
-        let exclude = DEFAULT_EXCLUDE
+        let exclude = default_excludes()
             .iter()
-            .copied()
-            .chain(std::iter::once(state_dir.as_str()))
-            .map(pattern)
+            .cloned()
+            .chain(std::iter::once(pattern(&state_dir)))
             .chain(service.exclude.iter().map(|p| pattern(p.get_ref())))
             .collect();
         Inputs {
             service: name.to_owned(),
             include,
             exclude,
+            declared: !service.inputs.is_empty(),
         }
     }
 
@@ -83,7 +86,7 @@ impl Inputs {
     }
 
     /// Every input file in the checkout at `root`: relative path -> absolute path,
-    /// sorted. A pattern that names nothing is an error (a typo would otherwise build
+    /// sorted. A declared pattern that names nothing is an error (a typo would otherwise build
     /// an image without the files meant).
     pub fn files(&self, root: &Path) -> Result<BTreeMap<PathBuf, PathBuf>> {
         let mut out = BTreeMap::new();
@@ -102,16 +105,11 @@ impl Inputs {
                     out.insert(rel, path);
                 }
             }
-            // `dir/**` also matches `dir` itself; the plain `dir` form (for a file) may
-            // name nothing when it is a directory's pattern pair: only both empty fail.
-            if named == 0
-                && !self
-                    .include
-                    .iter()
-                    .any(|other| other != pattern && names_anything(root, other))
-            {
+            // A declared pattern that names nothing is a typo. The default pair's paths
+            // were checked to exist (`build::stage_context`); one of each pair is empty.
+            if named == 0 && self.declared {
                 bail!(
-                    "the inputs of `{}` name no file: `{}` matches nothing in {}; check `path`, `depends-on` and `inputs` in slipway.toml",
+                    "the inputs of `{}` name no file: `{}` matches nothing in {}; check `inputs` in slipway.toml",
                     self.service,
                     pattern.as_str(),
                     root.display()
@@ -133,18 +131,21 @@ fn walk(root: &Path, pattern: &Pattern) -> String {
     }
 }
 
-fn names_anything(root: &Path, pattern: &Pattern) -> bool {
-    glob::glob_with(&walk(root, pattern), OPTIONS)
-        .map(|mut paths| paths.next().is_some())
-        .unwrap_or(false)
+/// [`DEFAULT_EXCLUDE`], compiled once.
+fn default_excludes() -> &'static [Pattern] {
+    static PATTERNS: std::sync::OnceLock<Vec<Pattern>> = std::sync::OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        DEFAULT_EXCLUDE
+            .iter()
+            .map(|p| Pattern::new(p).expect("a valid pattern"))
+            .collect()
+    })
 }
 
 /// Whether `rel` is one of [`DEFAULT_EXCLUDE`] (for the base images' directories, which
 /// have no declared inputs).
 pub fn is_noise(rel: &str) -> bool {
-    DEFAULT_EXCLUDE
-        .iter()
-        .any(|p| Pattern::new(p).expect("a valid pattern").matches_with(rel, OPTIONS))
+    default_excludes().iter().any(|p| p.matches_with(rel, OPTIONS))
 }
 
 /// Every service's inputs, by name.
@@ -216,7 +217,7 @@ mod tests {
             "{files:?}"
         );
         assert!(files.keys().all(|k| !k.to_string_lossy().contains("__pycache__")));
-        let typo = manifest("inputs = [\"services/agnet/**\"]");
+        let typo = manifest("inputs = [\"services/agent/**\", \"services/agnet/**\"]");
         let err = Inputs::of(&typo, "agent", &typo.services["agent"])
             .files(&root)
             .unwrap_err();
