@@ -121,12 +121,15 @@ fn a_bad_manifest_lists_every_problem_and_fails() {
 fn with_the_engine_down_and_no_certificates_build_names_the_engine_first() {
     // The order a user fixes things in: the engine, then the certificates.
     let state = scratch("engine-first");
-    let out = xtask()
-        .args(["build", "--target", "prod"])
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .env("SLIPWAY_STATE_DIR", &state)
-        .output()
-        .unwrap();
+    let run = |args: &[&str]| {
+        xtask()
+            .args(args)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("SLIPWAY_STATE_DIR", &state)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["build", "--target", "prod"]);
     assert!(!out.status.success());
     let said = text(&out);
     assert!(said.contains("the Docker engine is not reachable"), "{said}");
@@ -134,12 +137,7 @@ fn with_the_engine_down_and_no_certificates_build_names_the_engine_first() {
     assert!(!said.contains("Root CA"), "the certificates before the engine: {said}");
 
     // `dev` too: the engine is named, and no certificate is made before it answers.
-    let out = xtask()
-        .args(["dev", "--detach"])
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .env("SLIPWAY_STATE_DIR", &state)
-        .output()
-        .unwrap();
+    let out = run(&["dev", "--detach"]);
     assert!(!out.status.success());
     let said = text(&out);
     assert!(said.contains("the Docker engine is not reachable"), "{said}");
