@@ -571,7 +571,7 @@ fn merge_metadata(files: &[PathBuf], out: &Path) -> Result<BTreeMap<String, serd
 /// The extra CAs for build steps (a TLS-inspecting proxy's): the files `build.extra-ca`
 /// names, then those in `SLIPWAY_EXTRA_CA` (`:`-separated), each checked to hold
 /// certificates, bundled into one file. `None` when there are none.
-fn extra_ca_bundle(project: &Project, out: &Path, dry_run: bool) -> Result<Option<PathBuf>> {
+pub fn extra_ca_bundle(project: &Project, out: &Path, dry_run: bool) -> Result<Option<PathBuf>> {
     let mut files: Vec<(PathBuf, String)> = project
         .manifest
         .build

@@ -126,9 +126,22 @@ impl Spec {
             });
         }
         // Every mTLS client gets a client certificate, and so does every service that
-        // requires one: its own health check must present one to it.
+        // requires one (an mTLS server, and every Python service: the template requires
+        // client certificates whoever calls it): its own health check must present one.
         let servers: BTreeSet<&String> = m.certs.mtls.iter().map(|p| p.server.get_ref()).collect();
-        let clients: BTreeSet<&String> = m.certs.mtls.iter().map(|p| p.client.get_ref()).chain(servers).collect();
+        let python = m
+            .services
+            .iter()
+            .filter(|(_, s)| s.kind == crate::manifest::Kind::Python)
+            .map(|(n, _)| n.get_ref());
+        let clients: BTreeSet<&String> = m
+            .certs
+            .mtls
+            .iter()
+            .map(|p| p.client.get_ref())
+            .chain(servers)
+            .chain(python)
+            .collect();
         for client in clients {
             wanted.push(Wanted {
                 role: Role::Client,

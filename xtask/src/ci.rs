@@ -22,7 +22,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::manifest::{Cache, Kind, Manifest, Target};
-use crate::plan::{Output, Step};
+use crate::plan::{Output, Plan, Step};
 use crate::{bake, build, certs, docker, flags, lint, project::Project, release, scan, ui};
 
 /// One CI job.
@@ -256,15 +256,21 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
     };
     build::build(project, &names, job.target, Some(vec![job.platform.clone()]), mode)?;
 
-    let test = test_in_image(project, job);
+    // local: the service's checks (`cargo xtask check`); dev and prod: the image started
+    // as it ships, until its own health check passes.
+    let tests = if job.target == Target::Local {
+        crate::check::steps(project, name)
+    } else {
+        vec![smoke_start(project, job, &container_name(job))]
+    };
     if o.dry_run {
-        println!("# tests in the image\n{}", test.command_line());
+        println!("# tests in the image\n{}", Plan { steps: tests }.render());
         println!("# image policy: {name}'s Dockerfile, {reference}'s configuration and layers");
     } else {
-        ui::step(&test.name);
         if job.target == Target::Local {
-            test.run()?;
+            crate::check::run_service(project, name)?;
         } else {
+            ui::step(&tests[0].name);
             smoke(project, job)?;
         }
         ui::step(&format!("image policy of {reference}"));
@@ -301,26 +307,6 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// The tests a job runs in its image: for `local`, the service's test suite (pytest, or
-/// `cargo test` with the crates baked into the image); for `dev` and `prod`, the image
-/// started as it ships, until its own health check passes ([`smoke`]).
-fn test_in_image(project: &Project, job: &Job) -> Step {
-    let m = &project.manifest;
-    let name = job.service.as_str();
-    let reference = bake::service_ref(m, name, job.target);
-    match (job.target, m.services[name].kind) {
-        (Target::Local, Kind::Python) => crate::test::pytest(project, name),
-        (Target::Local, Kind::Rust) => docker::step(
-            format!("{name}: cargo test in its local image"),
-            &["run", "--rm", "--env", "CARGO_NET_OFFLINE=true", &reference],
-        )
-        .args(["cargo", "test", "--package", name])
-        .output(Output::Tee)
-        .timeout(Duration::from_secs(1800)),
-        _ => smoke_start(project, job, &container_name(job)),
-    }
 }
 
 fn container_name(job: &Job) -> String {

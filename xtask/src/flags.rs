@@ -5,7 +5,30 @@
 
 use std::path::PathBuf;
 
-use crate::manifest::Target;
+use crate::manifest::{Kind, Target};
+
+/// What `deps` does to a service's dependencies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepsAction {
+    Add,
+    Remove,
+    Lock,
+    Upgrade,
+}
+
+impl std::str::FromStr for DepsAction {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DepsAction, String> {
+        match text {
+            "add" => Ok(DepsAction::Add),
+            "remove" => Ok(DepsAction::Remove),
+            "lock" => Ok(DepsAction::Lock),
+            "upgrade" => Ok(DepsAction::Upgrade),
+            _ => Err(format!("unknown action `{text}`: use add, remove, lock or upgrade")),
+        }
+    }
+}
 
 xflags::xflags! {
     src "./src/flags.rs"
@@ -97,6 +120,52 @@ xflags::xflags! {
         cmd ps {
             /// Print them as JSON.
             optional --json
+        }
+
+        /// Add a service from the project's own templates (the sample services): its
+        /// directory, Dockerfile, manifest entry, compose entries, certificates and, with
+        /// --calls, the mTLS pairing. Nothing else to edit; `remove` takes it out again.
+        cmd new {
+            /// The service's name: a DNS label that is also a crate or module name
+            /// (lowercase letters and digits; `-` inside a Rust service's name).
+            required name: String
+            /// rust (from the gateway) or python (from the agent).
+            required --kind kind: Kind
+            /// The port it listens on (default: one above the highest port in use).
+            optional --port port: u16
+            /// A service it calls over mTLS (its UPSTREAM_URL, and a client certificate).
+            optional --calls service: String
+        }
+
+        /// Remove a service: its directory, manifest entry, mTLS pairings, compose
+        /// entries, workspace membership, its certificates and its images.
+        cmd remove {
+            /// The service to remove.
+            required name: String
+        }
+
+        /// Check services as CI does, inside each one's local image: formatting and lints
+        /// (ruff and mypy; rustfmt and clippy with warnings denied), then its tests
+        /// (pytest; cargo test). One line per service, then the count.
+        cmd check {
+            /// Services to check (default: every service).
+            repeated names: String
+        }
+
+        /// Change a service's dependencies with the tools in its builder image (uv or
+        /// cargo) against this checkout: no Python, uv or cargo needed on the host. The
+        /// manifest and lock files change in place.
+        cmd deps {
+            /// The service whose dependencies change.
+            required service: String
+            /// add, remove, lock (the lock file again, from the manifest) or upgrade
+            /// (every package, or those named).
+            required action: DepsAction
+            /// Packages (`starlette==1.10.0`, `serde@1`), for add, remove and upgrade.
+            repeated packages: String
+            /// The dependency is a development one (uv's dev group; cargo's
+            /// dev-dependencies).
+            optional --dev
         }
 
         /// Continuous integration: the jobs, each run here exactly as CI runs it.
@@ -231,6 +300,10 @@ pub enum XtaskCmd {
     Down(Down),
     Logs(Logs),
     Ps(Ps),
+    New(New),
+    Remove(Remove),
+    Check(Check),
+    Deps(Deps),
     Ci(Ci),
     Scan(Scan),
     Release(Release),
@@ -295,6 +368,34 @@ pub struct Logs {
 #[derive(Debug)]
 pub struct Ps {
     pub json: bool,
+}
+
+#[derive(Debug)]
+pub struct New {
+    pub name: String,
+
+    pub kind: Kind,
+    pub port: Option<u16>,
+    pub calls: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Remove {
+    pub name: String,
+}
+
+#[derive(Debug)]
+pub struct Check {
+    pub names: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Deps {
+    pub service: String,
+    pub action: DepsAction,
+    pub packages: Vec<String>,
+
+    pub dev: bool,
 }
 
 #[derive(Debug)]

@@ -9,10 +9,12 @@ mod bench;
 mod bootstrap;
 mod build;
 mod certs;
+mod check;
 mod ci;
 mod codegen;
 mod compose;
 mod cosign;
+mod deps;
 mod dev;
 mod disk;
 mod docker;
@@ -28,11 +30,14 @@ mod lint;
 mod load;
 mod logs;
 mod manifest;
+mod new;
 mod plan;
 mod ports;
 mod project;
 mod ps;
 mod release;
+mod remove;
+mod scaffold;
 mod scan;
 mod test;
 mod ui;
@@ -98,6 +103,10 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Bootstrap(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Lint(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::New(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Remove(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Check(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Deps(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Scan(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Release(cmd) => cmd.run(&project::Project::load()?, dry_run),
@@ -121,6 +130,10 @@ impl flags::Xtask {
             flags::XtaskCmd::Bootstrap(_) => "bootstrap",
             flags::XtaskCmd::Lint(_) => "lint",
             flags::XtaskCmd::Dev(_) => "dev",
+            flags::XtaskCmd::New(_) => "new",
+            flags::XtaskCmd::Remove(_) => "remove",
+            flags::XtaskCmd::Check(_) => "check",
+            flags::XtaskCmd::Deps(_) => "deps",
             flags::XtaskCmd::Ci(_) => "ci",
             flags::XtaskCmd::Scan(_) => "scan",
             flags::XtaskCmd::Release(_) => "release",

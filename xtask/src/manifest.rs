@@ -206,6 +206,28 @@ pub enum Kind {
     Python,
 }
 
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Rust => "rust",
+            Kind::Python => "python",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+
+    /// `new --kind` parses to this.
+    fn from_str(text: &str) -> Result<Kind, String> {
+        match text {
+            "rust" => Ok(Kind::Rust),
+            "python" => Ok(Kind::Python),
+            _ => Err(format!("unknown kind `{text}`: use rust or python")),
+        }
+    }
+}
+
 /// A container's resource limits, as compose sets them (`mem_limit`, `cpus`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

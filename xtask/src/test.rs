@@ -5,7 +5,6 @@
 
 use anyhow::{Result, bail};
 
-use crate::manifest::Kind;
 use crate::plan::{Output, Plan, Step};
 use crate::{docker, flags, project::Project, ui};
 
@@ -78,8 +77,7 @@ impl std::fmt::Display for Failed {
 impl std::error::Error for Failed {}
 
 /// The steps: the workspace's tests, with the engine tests included when asked; with the
-/// engine, each Python service's pytest suite inside its `local` image (the Python that
-/// ships), with the certificates mounted.
+/// engine, every service's checks and tests inside its `local` image (`cargo xtask check`).
 pub fn plan(project: &Project, engine: bool) -> Plan {
     let mut plan = Plan::new();
     let xtask = std::env::current_exe()
@@ -105,53 +103,20 @@ pub fn plan(project: &Project, engine: bool) -> Plan {
     if !engine {
         return plan;
     }
-    let python: Vec<&str> = project
-        .manifest
-        .services
-        .iter()
-        .filter(|(_, s)| s.kind == Kind::Python)
-        .map(|(n, _)| n.get_ref().as_str())
-        .collect();
-    if python.is_empty() {
-        return plan;
-    }
+    // Every service checked in its local image as CI checks it (`cargo xtask check`):
+    // formatting, lints, then its own tests; certificates first, for the TLS tests.
     plan.push(
         Step::new("certificates for the service tests", &xtask)
             .arg("certs")
             .cwd(&project.root),
     );
-    for name in python {
-        plan.push(
-            Step::new(format!("build {name}'s local image"), &xtask)
-                .args(["build", name, "--target", "local"])
-                .cwd(&project.root),
-        );
-        plan.push(pytest(project, name));
-    }
+    plan.push(
+        Step::new("check every service in its local image", &xtask)
+            .arg("check")
+            .cwd(&project.root)
+            .output(Output::Tee),
+    );
     plan
-}
-
-/// A Python service's pytest suite, run inside its `local` image (the Python that
-/// ships) with the certificates mounted. `ci run` runs the same step.
-pub fn pytest(project: &Project, name: &str) -> Step {
-    let mount = format!("{}:/certs:ro", project.certs_dir().display());
-    let image = crate::bake::service_ref(&project.manifest, name, crate::manifest::Target::Local);
-    docker::step(
-        format!("{name}: pytest in its local image"),
-        &[
-            "run",
-            "--rm",
-            "--volume",
-            &mount,
-            "--env",
-            "AGENT_RELOAD=0",
-            "--env",
-            "DEBUGPY_PORT=",
-            &image,
-        ],
-    )
-    .args(["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q"])
-    .output(Output::Tee)
 }
 
 /// Test counts gathered from the runners' summary lines.

@@ -8,18 +8,19 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from slipway_common import CertPaths, client_context
 from starlette.testclient import TestClient
 
 from agent.app import app
-from slipway_common import CertPaths, client_context
 
 CERTS = Path(os.environ.get("CERTS_DIR", "/certs"))
 
 
-def test_routes():
+def test_routes() -> None:
     client = TestClient(app)
     health = client.get("/health").json()
     assert health == {"status": "ok", "service": "agent", "environment": os.environ.get("ENVIRONMENT", "unset")}
@@ -29,14 +30,22 @@ def test_routes():
     assert client.get("/nope").status_code == 404
 
 
+def test_no_upstream_without_upstream_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UPSTREAM_URL", raising=False)
+    response = TestClient(app).get("/api/upstream/hello")
+    assert response.status_code == 404
+    assert "no upstream" in response.json()["error"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="module")
-def server():
+def server() -> Iterator[tuple[int, dict[str, str]]]:
     assert (CERTS / "agent.crt").is_file(), f"the project certificates must be mounted at {CERTS}"
     port = free_port()
     env = dict(os.environ, AGENT_LISTEN=f"127.0.0.1:{port}", CERTS_DIR=str(CERTS), ROOT_CA=str(CERTS / "rootCA.crt"))
@@ -52,7 +61,8 @@ def server():
             time.sleep(0.1)
     else:
         proc.kill()
-        pytest.fail(f"the agent did not listen: {proc.stdout.read().decode()}")
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        pytest.fail(f"the agent did not listen: {output}")
     yield port, env
     proc.terminate()
     proc.wait(timeout=5)
@@ -65,10 +75,11 @@ def get(port: int, context: ssl.SSLContext, path: str = "/health") -> tuple[int,
     return response.status, response.read().decode()
 
 
-def test_a_client_certificate_is_accepted(server):
+def test_a_client_certificate_is_accepted(server: tuple[int, dict[str, str]]) -> None:
     port, _ = server
-    gateway = client_context(CertPaths(service="gateway", certs_dir=CERTS, root_ca=CERTS / "rootCA.crt"))
-    status, body = get(port, gateway, "/api/hello")
+    # Its own client certificate: every service that requires one has one.
+    own = client_context(CertPaths(service="agent", certs_dir=CERTS, root_ca=CERTS / "rootCA.crt"))
+    status, body = get(port, own, "/api/hello")
     assert status == 200 and "hello" in body
 
 
@@ -84,26 +95,28 @@ def assert_refused(port: int, context: ssl.SSLContext) -> None:
     pytest.fail(f"the request was served ({status}): {body}")
 
 
-def test_no_client_certificate_is_refused(server):
+def test_no_client_certificate_is_refused(server: tuple[int, dict[str, str]]) -> None:
     port, _ = server
     assert_refused(port, ssl.create_default_context(cafile=str(CERTS / "rootCA.crt")))
 
 
-def test_a_server_certificate_cannot_be_a_client(server):
+def test_a_server_certificate_cannot_be_a_client(server: tuple[int, dict[str, str]]) -> None:
     port, _ = server
     context = ssl.create_default_context(cafile=str(CERTS / "rootCA.crt"))
-    context.load_cert_chain(str(CERTS / "gateway.crt"), str(CERTS / "gateway.key"))
+    context.load_cert_chain(str(CERTS / "agent.crt"), str(CERTS / "agent.key"))
     assert_refused(port, context)
 
 
-def test_the_healthcheck_passes(server):
+def test_the_healthcheck_passes(server: tuple[int, dict[str, str]]) -> None:
     _, env = server
-    done = subprocess.run([sys.executable, "-m", "agent.healthcheck"], env=env, capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.healthcheck"], env=env, capture_output=True, text=True, timeout=10
+    )
     assert done.returncode == 0, done.stderr
     assert '"status":"ok"' in done.stdout.replace(" ", "")
 
 
-def test_missing_certificates_stop_the_start_in_one_line():
+def test_missing_certificates_stop_the_start_in_one_line() -> None:
     env = dict(os.environ, CERTS_DIR="/nonexistent", ROOT_CA="/nonexistent/rootCA.crt")
     done = subprocess.run([sys.executable, "-m", "agent"], env=env, capture_output=True, text=True, timeout=10)
     assert done.returncode == 2

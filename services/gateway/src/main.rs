@@ -1,14 +1,16 @@
-//! The gateway: Slipway's sample Rust service. An HTTPS server (rustls) that answers
-//! `GET /health` and forwards `/api/...` to the agent over mTLS with its client
-//! certificate. `gateway healthcheck` is the image's HEALTHCHECK (the prod image has no
+//! The gateway: Slipway's sample Rust service, and the template of `cargo xtask new
+//! --kind rust`. An HTTPS server (rustls) that answers `GET /health` and, when it has an
+//! upstream (`UPSTREAM_URL`: the agent, in this project), forwards `/api/...` to it over
+//! mTLS with its client certificate. `gateway healthcheck` is the image's HEALTHCHECK (the prod image has no
 //! shell and no curl). SIGTERM or SIGINT drains in-flight requests and exits within 2 s.
 //!
 //! Configuration (environment):
-//! - `GATEWAY_LISTEN` (`0.0.0.0:8443`), `AGENT_URL` (`https://agent:9443`);
-//! - `CERTS_DIR` (`/certs`) holding `gateway.crt`/`gateway.key` (server) and
-//!   `gateway-client.crt`/`gateway-client.key` (mTLS client); each file can be named on
-//!   its own with `SERVER_CERT`, `SERVER_KEY`, `CLIENT_CERT`, `CLIENT_KEY`;
-//! - `ROOT_CA`: the project Root CA the agent's certificate must chain to (the image
+//! - `GATEWAY_LISTEN` (`0.0.0.0:8443`);
+//! - `UPSTREAM_URL` (`https://agent:9443`; unset: no upstream, `/api` answers 404);
+//! - `CERTS_DIR` (`/certs`) holding `gateway.crt`/`gateway.key` (server) and, with an
+//!   upstream, `gateway-client.crt`/`gateway-client.key` (mTLS client); each file can be
+//!   named on its own with `SERVER_CERT`, `SERVER_KEY`, `CLIENT_CERT`, `CLIENT_KEY`;
+//! - `ROOT_CA`: the project Root CA the upstream's certificate must chain to (the image
 //!   sets the copy baked into it at build time).
 
 mod tls;
@@ -26,7 +28,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Largest request body forwarded to the agent.
+/// Largest request body forwarded upstream.
 const MAX_BODY: usize = 1 << 20;
 /// How long in-flight requests get after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
@@ -72,10 +74,8 @@ fn env_or(key: &str, default: &str) -> String {
 /// Everything the server needs, loaded and checked before it listens.
 struct Config {
     listen: SocketAddr,
-    agent_host: String,
-    agent_port: u16,
+    upstream: Option<Upstream>,
     server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
     /// `ENVIRONMENT` (local, dev or prod), from the target's environment file.
     environment: String,
 }
@@ -84,18 +84,6 @@ fn config() -> Result<Config, String> {
     let listen: SocketAddr = env_or("GATEWAY_LISTEN", "0.0.0.0:8443")
         .parse()
         .map_err(|e| format!("GATEWAY_LISTEN is not an address:port ({e})"))?;
-    let agent = env_or("AGENT_URL", "https://agent:9443");
-    let rest = agent
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("AGENT_URL `{agent}` must start with https://"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_owned(),
-            p.parse().map_err(|_| format!("AGENT_URL `{agent}` has a bad port"))?,
-        ),
-        None => (authority.to_owned(), 443),
-    };
     let dir = env_or("CERTS_DIR", "/certs");
     let file = |key: &str, name: &str| env_or(key, &format!("{dir}/{name}"));
     let root_ca = std::env::var("ROOT_CA")
@@ -103,21 +91,53 @@ fn config() -> Result<Config, String> {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| format!("{dir}/rootCA.crt"));
     let server = tls::server_config(&file("SERVER_CERT", "gateway.crt"), &file("SERVER_KEY", "gateway.key"))?;
-    let client = tls::client_config(
-        &root_ca,
-        Some((
-            &file("CLIENT_CERT", "gateway-client.crt"),
-            &file("CLIENT_KEY", "gateway-client.key"),
-        )),
-    )?;
+    let upstream = match std::env::var("UPSTREAM_URL").ok().filter(|v| !v.is_empty()) {
+        None => None,
+        Some(url) => {
+            let (host, port) = authority(&url)?;
+            let client = tls::client_config(
+                &root_ca,
+                Some((
+                    &file("CLIENT_CERT", "gateway-client.crt"),
+                    &file("CLIENT_KEY", "gateway-client.key"),
+                )),
+            )?;
+            Some(Upstream {
+                host,
+                port,
+                client: Arc::new(client),
+            })
+        }
+    };
     Ok(Config {
         listen,
-        agent_host: host,
-        agent_port: port,
+        upstream,
         server: Arc::new(server),
-        client: Arc::new(client),
         environment: env_or("ENVIRONMENT", "unset"),
     })
+}
+
+/// The service this one forwards `/api` to, over mTLS.
+struct Upstream {
+    /// Also the name its certificate must carry.
+    host: String,
+    port: u16,
+    client: Arc<rustls::ClientConfig>,
+}
+
+/// `https://host[:port][/...]` -> (host, port).
+fn authority(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("UPSTREAM_URL `{url}` must start with https://"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.to_owned(),
+            p.parse().map_err(|_| format!("UPSTREAM_URL `{url}` has a bad port"))?,
+        )),
+        None => Ok((authority.to_owned(), 443)),
+    }
 }
 
 fn serve() -> Result<(), String> {
@@ -140,7 +160,13 @@ async fn run(config: Arc<Config>) -> Result<(), String> {
         "listening",
         &[
             ("addr", config.listen.to_string()),
-            ("agent", format!("{}:{}", config.agent_host, config.agent_port)),
+            (
+                "upstream",
+                config
+                    .upstream
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |u| format!("{}:{}", u.host, u.port)),
+            ),
         ],
     );
     let mut term =
@@ -205,24 +231,8 @@ async fn handle(req: Request<Incoming>, config: Arc<Config>) -> Result<Response<
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = match (method.clone(), path.as_str()) {
-        (Method::GET, "/health") => {
-            let agent = call_agent(&config, Method::GET, "/health", None, Bytes::new()).await;
-            match agent {
-                Ok((status, _, _)) if status.is_success() => json(
-                    StatusCode::OK,
-                    serde_json::json!({"status": "ok", "agent": "ok", "environment": config.environment}),
-                ),
-                Ok((status, _, _)) => json(
-                    StatusCode::OK,
-                    serde_json::json!({"status": "degraded", "agent": format!("unhealthy: HTTP {}", status.as_u16())}),
-                ),
-                Err(err) => json(
-                    StatusCode::OK,
-                    serde_json::json!({"status": "degraded", "agent": format!("unreachable: {err}")}),
-                ),
-            }
-        }
-        (_, p) if p == "/api" || p.starts_with("/api/") => forward(req, &config).await,
+        (Method::GET, "/health") => health(&config).await,
+        (_, p) if (p == "/api" || p.starts_with("/api/")) && config.upstream.is_some() => forward(req, &config).await,
         _ => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": format!("no route for {method} {path}")}),
@@ -240,7 +250,32 @@ async fn handle(req: Request<Incoming>, config: Arc<Config>) -> Result<Response<
     Ok(response)
 }
 
-/// Forward `/api/...` to the agent: method, path and query, body, content type.
+/// `/health`: this service, and its upstream's own `/health` when it has one (a failing
+/// upstream makes it `degraded`, still 200: this service itself serves).
+async fn health(config: &Config) -> Response<Body> {
+    let Some(upstream) = &config.upstream else {
+        return json(
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "service": "gateway", "environment": config.environment}),
+        );
+    };
+    let (status, detail) = match call_upstream(upstream, Method::GET, "/health", None, Bytes::new()).await {
+        Ok((status, _, _)) if status.is_success() => ("ok", "ok".to_owned()),
+        Ok((status, _, _)) => ("degraded", format!("unhealthy: HTTP {}", status.as_u16())),
+        Err(err) => ("degraded", format!("unreachable: {err}")),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "status": status,
+            "service": "gateway",
+            "upstream": {"host": upstream.host, "status": detail},
+            "environment": config.environment,
+        }),
+    )
+}
+
+/// Forward `/api/...` upstream: method, path and query, body, content type.
 async fn forward(req: Request<Incoming>, config: &Config) -> Response<Body> {
     let method = req.method().clone();
     let path_and_query = req
@@ -258,7 +293,8 @@ async fn forward(req: Request<Incoming>, config: &Config) -> Response<Body> {
             );
         }
     };
-    match call_agent(config, method, &path_and_query, content_type, body).await {
+    let upstream = config.upstream.as_ref().expect("routed here only with an upstream");
+    match call_upstream(upstream, method, &path_and_query, content_type, body).await {
         Ok((status, ctype, bytes)) => {
             let mut response = Response::builder().status(status);
             if let Some(ctype) = ctype {
@@ -268,7 +304,7 @@ async fn forward(req: Request<Incoming>, config: &Config) -> Response<Body> {
         }
         Err(err) => json(
             StatusCode::BAD_GATEWAY,
-            serde_json::json!({"error": format!("agent unreachable: {err}")}),
+            serde_json::json!({"error": format!("{} unreachable: {err}", upstream.host)}),
         ),
     }
 }
@@ -305,10 +341,10 @@ async fn https(
     Ok((status, ctype, bytes))
 }
 
-/// One request to the agent over mTLS (a new connection each time: simple, and the agent
+/// One request upstream over mTLS (a new connection each time: simple, and the upstream
 /// sees the client certificate on every call).
-async fn call_agent(
-    config: &Config,
+async fn call_upstream(
+    upstream: &Upstream,
     method: Method,
     path_and_query: &str,
     content_type: Option<hyper::header::HeaderValue>,
@@ -317,12 +353,12 @@ async fn call_agent(
     let mut request = Request::builder()
         .method(method)
         .uri(path_and_query)
-        .header("host", format!("{}:{}", config.agent_host, config.agent_port));
+        .header("host", format!("{}:{}", upstream.host, upstream.port));
     if let Some(ctype) = content_type {
         request = request.header("content-type", ctype);
     }
     let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let work = https(config.client.clone(), &config.agent_host, config.agent_port, request);
+    let work = https(upstream.client.clone(), &upstream.host, upstream.port, request);
     tokio::time::timeout(Duration::from_secs(5), work)
         .await
         .map_err(|_| "timed out after 5 s".to_owned())?
