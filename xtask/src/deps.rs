@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 
 use crate::flags::DepsAction;
 use crate::manifest::{Kind, Target};
-use crate::plan::{Output, Plan, Step};
+use crate::plan::{Plan, Step};
 use crate::{bake, build, certs, docker, flags, project::Project, ui};
 
 /// A dependency change, checked against the service.
@@ -139,39 +139,24 @@ fn action_name(action: DepsAction) -> &'static str {
 pub fn step(project: &Project, change: &Change, extra_ca: Option<&Path>) -> Step {
     let m = &project.manifest;
     let image = bake::base_ref(m, change.builder());
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let cache_env = match change.kind {
         Kind::Python => "UV_CACHE_DIR",
         Kind::Rust => "CARGO_HOME",
     };
-    let root = project.root.display().to_string();
     let cache_dir = cache_dir(project, change.kind);
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--rm".into(),
-        "--user".into(),
-        format!("{uid}:{gid}"),
-        "--volume".into(),
-        format!("{root}:/src"),
+    let mut extra: Vec<String> = vec![
         "--volume".into(),
         format!("{}:/cache", cache_dir.display()),
         "--env".into(),
         format!("{cache_env}=/cache"),
-        "--env".into(),
-        "HOME=/tmp".into(),
-        "--workdir".into(),
-        format!("/src/{}", change.path),
     ];
     if let Some(ca) = extra_ca {
-        args.extend(["--volume".into(), format!("{}:/run/secrets/extra-ca:ro", ca.display())]);
+        extra.extend(["--volume".into(), format!("{}:/run/secrets/extra-ca:ro", ca.display())]);
     }
-    args.extend([image, "with-build-ca".into()]);
-    args.extend(change.command());
+    let mut command = vec!["with-build-ca".to_owned()];
+    command.extend(change.command());
     let name = format!("{}: {}", change.service, change.command().join(" "));
-    Step::new(name, "docker")
-        .args(args)
-        .output(Output::Inherit)
+    docker::run_in_checkout(name, &project.root, &image, &change.path, &extra, &command)
         .on_fail("the tool's own message is above")
 }
 

@@ -293,15 +293,16 @@ fn print_endpoints(project: &Project, states: &[ServiceState]) {
             continue;
         };
         let health = service.health.path.get_ref();
-        // A server that requires client certificates is called with one of its clients'.
-        let client = match project.manifest.certs.mtls.iter().find(|p| p.server.get_ref() == name) {
-            Some(pair) => format!(
-                " --cert {0}/{1}-client.crt --key {0}/{1}-client.key",
-                certs.display(),
-                pair.client.get_ref()
-            ),
-            None => String::new(),
+        // A server that requires client certificates (an mTLS server, every Python
+        // service) is called with one of its clients', or its own.
+        let caller = match project.manifest.certs.mtls.iter().find(|p| p.server.get_ref() == name) {
+            Some(pair) => Some(pair.client.get_ref().as_str()),
+            None if service.kind == crate::manifest::Kind::Python => Some(name.as_str()),
+            None => None,
         };
+        let client = caller
+            .map(|c| format!(" --cert {0}/{c}-client.crt --key {0}/{c}-client.key", certs.display()))
+            .unwrap_or_default();
         println!("{name:<10} https://localhost:{port}  ({})", published.join(", "));
         println!(
             "{:<10} curl --cacert {}{client} https://localhost:{port}{health}",

@@ -232,6 +232,43 @@ pub fn run_with_certs(name: &str, run: &crate::certs::RunAs, service: &str, extr
     .timeout(Duration::from_secs(60))
 }
 
+/// `docker run --rm` of `image` as the host user (the files it writes stay theirs), with
+/// the checkout at `/src` and `/src/<workdir>` as its working directory, `HOME` in `/tmp`:
+/// a tool of an image (uv, cargo, ruff, rustfmt) run on the checkout.
+pub fn run_in_checkout(
+    name: impl Into<String>,
+    root: &std::path::Path,
+    image: &str,
+    workdir: &str,
+    extra: &[String],
+    command: &[String],
+) -> Step {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let user = format!("{uid}:{gid}");
+    let mount = format!("{}:/src", root.display());
+    let workdir = format!("/src/{workdir}");
+    step(
+        name,
+        &[
+            "run",
+            "--rm",
+            "--user",
+            &user,
+            "--volume",
+            &mount,
+            "--env",
+            "HOME=/tmp",
+            "--workdir",
+            &workdir,
+        ],
+    )
+    .args(extra.iter().cloned())
+    .arg(image)
+    .args(command.iter().cloned())
+    .output(Output::Inherit)
+}
+
 /// A container removed (`docker rm --force`) however the code that started it ends:
 /// an error, an early return, a Ctrl-C.
 pub struct Removed(pub String);

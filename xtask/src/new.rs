@@ -4,10 +4,10 @@
 
 use anyhow::Result;
 
-use crate::manifest::{Kind, Manifest};
+use crate::manifest::{Kind, Manifest, Target};
 use crate::plan::Plan;
 use crate::scaffold::{self, Edit, Sources};
-use crate::{certs, flags, project::Project, ui};
+use crate::{bake, build, certs, docker, flags, project::Project, ui};
 
 impl flags::New {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
@@ -48,6 +48,7 @@ impl flags::New {
         scaffold::show(&edits, &sources);
         Plan { steps }.execute(false)?;
         certs::ensure(&project.certs_dir(), &certs::Spec::from_manifest(&next), None)?;
+        format(project, &new)?;
         ui::note(&format!(
             "`{}` listens on {} (https://localhost:{}/health){}. Next: `cargo xtask dev`; \
              `cargo xtask check {}`; `cargo xtask remove {}` takes it out again",
@@ -63,4 +64,58 @@ impl flags::New {
         ));
         Ok(())
     }
+}
+
+/// The renamed code formatted as `check` wants it (a longer or shorter name moves line
+/// breaks), by the formatter the template's images carry: ruff from the template's local
+/// image, rustfmt from the Rust builder. Without an engine, said and left to `check`.
+fn format(project: &Project, new: &scaffold::NewService) -> Result<()> {
+    if let Err(why) = docker::engine_version() {
+        ui::warn(&format!(
+            "the new files are not formatted yet: the Docker engine is not reachable ({why}); \
+             `cargo xtask check {}` names what to format once it is",
+            new.name
+        ));
+        return Ok(());
+    }
+    let m = &project.manifest;
+    let template = scaffold::template(new.kind);
+    let (image, build, target, command): (String, &str, Target, Vec<String>) = match new.kind {
+        Kind::Python => (
+            bake::service_ref(m, template, Target::Local),
+            template,
+            Target::Local,
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "ruff format --quiet --no-cache . && ruff check --fix --quiet --no-cache --exit-zero .".into(),
+            ],
+        ),
+        Kind::Rust => (
+            bake::base_ref(m, "rust-builder"),
+            "rust-builder",
+            Target::Prod,
+            vec![
+                "rustfmt".into(),
+                "--edition".into(),
+                "2024".into(),
+                "src/main.rs".into(),
+            ],
+        ),
+    };
+    if docker::image_id(&image).is_none() {
+        ui::step(&format!("build {image}, whose formatter formats the new files"));
+        build::build(project, &[build.to_owned()], target, None, build::Mode::default())?;
+    }
+    let step = docker::run_in_checkout(
+        format!("format services/{}", new.name),
+        &project.root,
+        &image,
+        &format!("services/{}", new.name),
+        &[],
+        &command,
+    );
+    ui::step(&step.name);
+    step.run()?;
+    Ok(())
 }

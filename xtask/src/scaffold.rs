@@ -482,7 +482,14 @@ pub fn plan_new(m: &Manifest, manifest_rel: &str, sources: &Sources, new: &NewSe
     let t_block = find(&services, template, COMPOSE)?;
     let mut block = compose_block(&lines[t_block.start..t_block.end], &rename);
     if let Some((callee, port)) = &new.calls {
-        add_upstream(&mut block, callee, *port);
+        // Inside the stack's network the callee listens on its container port, which its
+        // compose entry publishes (the manifest's port is the host's).
+        let port = services
+            .iter()
+            .find(|b| b.key == *callee)
+            .and_then(|b| container_port(&lines[b.start..b.end]))
+            .unwrap_or(*port);
+        add_upstream(&mut block, callee, port);
     }
     let at = services.last().map_or(lines.len(), |b| b.end);
     text::insert(&mut lines, at, &block);
@@ -576,6 +583,14 @@ fn compose_block(lines: &[String], rename: &Rename) -> Vec<String> {
         out.push(rename.text(line));
     }
     out
+}
+
+/// The container port of a compose service: the last number of its first `ports` entry
+/// (`"${X_PUBLISH:-127.0.0.1}:${X_PORT:-9443}:9443"` -> 9443).
+fn container_port(block: &[String]) -> Option<u16> {
+    let at = block.iter().position(|l| l.trim() == "ports:")?;
+    let entry = block.get(at + 1)?.trim().strip_prefix("- ")?.trim_matches('"');
+    entry.rsplit(':').next()?.split('/').next()?.parse().ok()
 }
 
 /// The upstream of a service that calls `callee`: its URL in `environment`, and

@@ -1841,3 +1841,175 @@ fn a_nearly_full_disk_is_named_before_anything_is_written() {
     drop(_mounted);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A scratch clone of the checkout as it is (uncommitted edits included), committed, with
+/// the checkout's certificates (so the base images, which bake in the Root CA, are the
+/// ones already built) and the stack's host ports moved away from a developer's.
+fn scratch_clone(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let clone = dir.join("repo");
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=Slipway test", "-c", "user.email=test@slipway.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(
+        &root(),
+        &["clone", "--quiet", root().to_str().unwrap(), clone.to_str().unwrap()],
+    );
+    for file in git(&root(), &["ls-files", "--cached", "--others", "--exclude-standard"]).lines() {
+        let (from, to) = (root().join(file), clone.join(file));
+        if from.is_file() {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let base = 21000 + (std::process::id() % 20000) as u16;
+    let manifest = std::fs::read_to_string(clone.join("slipway.toml"))
+        .unwrap()
+        .replace("ports = [8443]", &format!("ports = [{base}]"))
+        .replace("ports = [9443]", &format!("ports = [{}]", base + 1));
+    std::fs::write(clone.join("slipway.toml"), manifest).unwrap();
+    git(&clone, &["add", "--all"]);
+    git(
+        &clone,
+        &["commit", "--quiet", "--allow-empty", "--message", "as the checkout is"],
+    );
+    let certs = clone.join(".slipway/certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for entry in std::fs::read_dir(root().join(".slipway/certs")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), certs.join(entry.file_name())).unwrap();
+        }
+    }
+    clone
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_new_service_joins_the_stack_over_mtls_and_remove_gives_the_tree_back() {
+    let _serial = serial();
+    xtask_ok(&["certs"]);
+    let clone = scratch_clone("new");
+    let stack = format!("slipway-test-new-{}", std::process::id());
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .env("SLIPWAY_ROOT", &clone)
+            .env("SLIPWAY_STACK_NAME", &stack)
+            .env("DEBUGPY_HOST_PORT", (25000 + std::process::id() % 20000).to_string())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let out = run(args);
+        assert!(out.status.success(), "cargo xtask {args:?} failed:\n{}", text(&out));
+        text(&out)
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "--volumes"]);
+        }
+    }
+    let ports: u16 = 21000 + (std::process::id() % 20000) as u16;
+    let (billing_port, ledger_port) = (ports + 2, ports + 3);
+    ok(&["new", "billing", "--kind", "python", "--calls", "agent"]);
+    ok(&["new", "ledger", "--kind", "rust", "--port", &ledger_port.to_string()]);
+
+    // What `new` refuses, with the reason, writing nothing.
+    for (args, says) in [
+        (&["new", "billing", "--kind", "python"][..], "already exists"),
+        (&["new", "Billing2", "--kind", "rust"][..], "cannot be a service's name"),
+        (&["new", "pay-ments", "--kind", "python"][..], "module"),
+        (&["new", "json", "--kind", "python"][..], "standard library"),
+        (
+            &["new", "audit", "--kind", "rust", "--port", &billing_port.to_string()][..],
+            "taken by `billing`",
+        ),
+        (
+            &["new", "audit", "--kind", "rust", "--calls", "nobody"][..],
+            "no service of that name",
+        ),
+    ] {
+        let out = run(args);
+        assert!(
+            !out.status.success() && text(&out).contains(says),
+            "{args:?}:\n{}",
+            text(&out)
+        );
+    }
+    assert!(!clone.join("services/audit").exists() && !clone.join("services/json").exists());
+
+    // The stack comes up with four services; the new Python one calls the agent over
+    // mTLS with its own client certificate; the new Rust one answers on its own.
+    let _down = Down(&run);
+    ok(&["dev", "--detach", "--timeout", "600"]);
+    let certs = clone.join(".slipway/certs");
+    let via = https_get(
+        billing_port,
+        "localhost",
+        &certs,
+        Some("billing-client"),
+        "/api/upstream/hello",
+    )
+    .unwrap();
+    assert!(
+        via.starts_with("HTTP/1.1 200") && via.contains("hello from the agent"),
+        "{via}"
+    );
+    let health = https_get(ledger_port, "localhost", &certs, None, "/health").unwrap();
+    assert!(
+        health.contains("\"service\":\"ledger\"") && health.contains("\"status\":\"ok\""),
+        "{health}"
+    );
+    // Without a client certificate the Python service refuses.
+    let refused = https_get(billing_port, "localhost", &certs, None, "/health");
+    assert!(
+        refused.as_ref().map_or(true, |r| !r.starts_with("HTTP/1.1 200")),
+        "{refused:?}"
+    );
+
+    let matrix = ok(&["ci", "matrix"]);
+    for job in ["billing-local-linux-amd64", "ledger-prod-linux-amd64"] {
+        assert!(matrix.contains(job), "{matrix}");
+    }
+    let checked = ok(&["check", "billing", "ledger"]);
+    assert!(checked.contains("2 checked: 2 passed, 0 failed"), "{checked}");
+    ok(&["down", "--volumes"]);
+
+    // A dependency added in the builder image: only the new service's files change, and
+    // the rebuild reuses the base layers.
+    let before = layers("localhost:5000/platform/billing:0.1.0-local");
+    ok(&["deps", "billing", "add", "itsdangerous==2.2.0"]);
+    let pyproject = std::fs::read_to_string(clone.join("services/billing/pyproject.toml")).unwrap();
+    assert!(pyproject.contains("itsdangerous==2.2.0"), "{pyproject}");
+    ok(&["build", "billing", "--target", "local"]);
+    let after = layers("localhost:5000/platform/billing:0.1.0-local");
+    let python_base = layers("localhost:5000/platform/slipway-python-builder:0.1.0");
+    assert!(
+        after.starts_with(&python_base),
+        "the rebuild starts from the builder's layers"
+    );
+    assert_ne!(before, after, "the new dependency is in a new layer");
+
+    ok(&["remove", "billing"]);
+    ok(&["remove", "ledger"]);
+    let out = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .current_dir(&clone)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.trim().is_empty(), "remove left the tree changed:\n{status}");
+    assert!(!certs.join("billing.key").exists() && !certs.join("ledger.crt").exists());
+    let _ = std::fs::remove_dir_all(clone.parent().unwrap());
+}
