@@ -592,6 +592,8 @@ fn prod_services_talk_mtls_and_stop_on_sigterm() {
         "--read-only",
         "--volume",
         &mount,
+        "--env",
+        "UPSTREAM_URL=https://agent:9443",
         "--publish",
         "127.0.0.1::8443",
         "localhost:5000/platform/gateway:0.1.0",
@@ -604,7 +606,9 @@ fn prod_services_talk_mtls_and_stop_on_sigterm() {
     // Through the gateway: its /health sees the agent, /api reaches it over mTLS.
     let health = https_get(gw, "localhost", &certs, None, "/health").unwrap();
     assert!(
-        health.starts_with("HTTP/1.1 200") && health.contains("\"status\":\"ok\""),
+        health.starts_with("HTTP/1.1 200")
+            && health.contains("\"status\":\"ok\"")
+            && health.contains("\"upstream\":{\"host\":\"agent\",\"status\":\"ok\"}"),
         "{health}"
     );
     let hello = https_get(gw, "localhost", &certs, None, "/api/hello").unwrap();
