@@ -175,23 +175,23 @@ impl flags::Deps {
         let extra_ca = build::extra_ca_bundle(project, &project.state_dir().join("build/extra-ca.pem"), dry_run)?;
         let step = step(project, &change, extra_ca.as_deref());
         if dry_run {
-            println!("# the builder image {}, built when missing", change.builder());
+            println!("# the builder image {}, built or brought up to date", change.builder());
             print!("{}", Plan { steps: vec![step] }.render());
             return Ok(());
         }
         // The builder image bakes in the Root CA: certificates first.
         let spec = certs::Spec::from_manifest(&project.manifest);
         certs::ensure(&project.certs_dir(), &spec, None)?;
-        if docker::image_id(&bake::base_ref(&project.manifest, change.builder())).is_none() {
-            ui::step(&format!("build the {} image", change.builder()));
-            build::build(
-                project,
-                &[change.builder().to_owned()],
-                Target::Prod,
-                None,
-                build::Mode::default(),
-            )?;
-        }
+        // Built, or brought up to date (a no-op when it is): an image that merely exists
+        // may hold an older tool than the one the project pins.
+        ui::step(&format!("the {} image", change.builder()));
+        build::build(
+            project,
+            &[change.builder().to_owned()],
+            Target::Prod,
+            None,
+            build::Mode::default(),
+        )?;
         std::fs::create_dir_all(cache_dir(project, change.kind))?;
         let before = contents(project, &change.files());
         ui::step(&step.name);

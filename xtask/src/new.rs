@@ -103,10 +103,10 @@ fn format(project: &Project, new: &scaffold::NewService) -> Result<()> {
             ],
         ),
     };
-    if docker::image_id(&image).is_none() {
-        ui::step(&format!("build {image}, whose formatter formats the new files"));
-        build::build(project, &[build.to_owned()], target, None, build::Mode::default())?;
-    }
+    // Built, or brought up to date (a no-op when it is): an image that merely exists may
+    // predate the formatter the template now pins.
+    ui::step(&format!("{image}, whose formatter formats the new files"));
+    build::build(project, &[build.to_owned()], target, None, build::Mode::default())?;
     let step = docker::run_in_checkout(
         format!("format services/{}", new.name),
         &project.root,
