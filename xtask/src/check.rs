@@ -75,7 +75,7 @@ pub fn steps(project: &Project, service: &str) -> Vec<Step> {
 pub fn pytest(project: &Project, service: &str) -> Step {
     let mount = format!("{}:/certs:ro", project.certs_dir().display());
     let image = bake::service_ref(&project.manifest, service, Target::Local);
-    let reload = format!("{}_RELOAD=0", service.to_uppercase().replace('-', "_"));
+    let reload = format!("{}_RELOAD=0", crate::compose::var_prefix(service));
     docker::step(
         format!("{service}: pytest"),
         &[
@@ -95,9 +95,10 @@ pub fn pytest(project: &Project, service: &str) -> Step {
     .timeout(Duration::from_secs(1800))
 }
 
-/// Run `service`'s checks; the first failing step ends them. `Err` names that step.
-pub fn run_service(project: &Project, service: &str) -> Result<()> {
-    for step in steps(project, service) {
+/// Run a service's checks ([`steps`]); the first failing step ends them. `Err` names
+/// that step.
+pub fn run(steps: &[Step]) -> Result<()> {
+    for step in steps {
         ui::step(&step.name);
         step.run()?;
     }
@@ -120,7 +121,7 @@ impl flags::Check {
         let mut failed = 0;
         for name in &names {
             let started = Instant::now();
-            let result = run_service(project, name);
+            let result = run(&steps(project, name));
             crate::plan::check_interrupted()?;
             let took = started.elapsed().as_secs_f64();
             match result {

@@ -268,7 +268,7 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
         println!("# image policy: {name}'s Dockerfile, {reference}'s configuration and layers");
     } else {
         if job.target == Target::Local {
-            crate::check::run_service(project, name)?;
+            crate::check::run(&tests)?;
         } else {
             ui::step(&tests[0].name);
             smoke(project, job)?;

@@ -27,15 +27,21 @@ pub struct Stack {
     pub root: PathBuf,
 }
 
+/// The prefix of a service's variables (compose's, and those its image reads):
+/// `billing-api` -> `BILLING_API`.
+pub fn var_prefix(service: &str) -> String {
+    service.to_uppercase().replace('-', "_")
+}
+
 /// The compose variable that carries a service's host port: `gateway` -> `GATEWAY_PORT`.
 pub fn port_var(service: &str) -> String {
-    format!("{}_PORT", service.to_uppercase().replace('-', "_"))
+    format!("{}_PORT", var_prefix(service))
 }
 
 /// The compose variable that carries the host address a service's ports are published
 /// on: `gateway` -> `GATEWAY_PUBLISH`.
 pub fn publish_var(service: &str) -> String {
-    format!("{}_PUBLISH", service.to_uppercase().replace('-', "_"))
+    format!("{}_PUBLISH", var_prefix(service))
 }
 
 impl Stack {
@@ -103,7 +109,7 @@ impl Stack {
             }
             env.push((publish_var(service.get_ref()), s.publish.get_ref().clone()));
             // The health-check timings compose.yaml reads, from the manifest.
-            let prefix = service.get_ref().to_uppercase().replace('-', "_");
+            let prefix = var_prefix(service.get_ref());
             let h = &s.health;
             env.push((format!("{prefix}_HEALTH_INTERVAL"), format!("{}s", h.interval_secs)));
             env.push((format!("{prefix}_HEALTH_TIMEOUT"), format!("{}s", h.timeout_secs)));

@@ -139,10 +139,7 @@ fn action_name(action: DepsAction) -> &'static str {
 pub fn step(project: &Project, change: &Change, extra_ca: Option<&Path>) -> Step {
     let m = &project.manifest;
     let image = bake::base_ref(m, change.builder());
-    let cache_env = match change.kind {
-        Kind::Python => "UV_CACHE_DIR",
-        Kind::Rust => "CARGO_HOME",
-    };
+    let (_, cache_env) = cache(change.kind);
     let cache_dir = cache_dir(project, change.kind);
     let mut extra: Vec<String> = vec![
         "--volume".into(),
@@ -162,11 +159,15 @@ pub fn step(project: &Project, change: &Change, extra_ca: Option<&Path>) -> Step
 
 /// Where the tool of a kind of service keeps its downloads between runs.
 pub fn cache_dir(project: &Project, kind: Kind) -> PathBuf {
-    let tool = match kind {
-        Kind::Python => "uv",
-        Kind::Rust => "cargo",
-    };
-    project.state_dir().join("cache").join(tool)
+    project.state_dir().join("cache").join(cache(kind).0)
+}
+
+/// The tool of a kind of service, and the variable that points it at its cache.
+fn cache(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Python => ("uv", "UV_CACHE_DIR"),
+        Kind::Rust => ("cargo", "CARGO_HOME"),
+    }
 }
 
 impl flags::Deps {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::compose::var_prefix;
 use crate::manifest::{Kind, Manifest};
 use crate::plan::{Output, Step};
 use crate::{flags, project::Project};
@@ -273,11 +274,6 @@ pub struct NewService {
     pub calls: Option<(String, u16)>,
 }
 
-/// The environment-variable form of a name: `billing-api` -> `BILLING_API`.
-fn upper(name: &str) -> String {
-    name.to_uppercase().replace('-', "_")
-}
-
 /// Check a request against the manifest and the checkout; pick the port when not given.
 pub fn check_new(m: &Manifest, sources: &Sources, cmd: &flags::New) -> Result<NewService> {
     let name = cmd.name.as_str();
@@ -397,7 +393,7 @@ struct Rename<'a> {
 impl Rename<'_> {
     fn text(&self, s: &str) -> String {
         let s = text::replace_word(s, self.from, self.to);
-        let s = text::replace_env_prefix(&s, &upper(self.from), &upper(self.to));
+        let s = text::replace_env_prefix(&s, &var_prefix(self.from), &var_prefix(self.to));
         text::replace_word(&s, &self.from_port.to_string(), &self.to_port.to_string())
     }
 
@@ -510,7 +506,7 @@ pub fn plan_new(m: &Manifest, manifest_rel: &str, sources: &Sources, new: &NewSe
                     if l.trim_start().starts_with("- ") && l.contains(&format!(":{DEBUGPY}\"")) {
                         *l = format!(
                             "      - \"127.0.0.1:${{{}_DEBUGPY_PORT:-{host}}}:{DEBUGPY}\"",
-                            upper(&new.name)
+                            var_prefix(&new.name)
                         );
                     }
                 }

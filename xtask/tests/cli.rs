@@ -12,6 +12,19 @@ fn xtask() -> Command {
     cmd
 }
 
+/// The xtask with no engine to reach and the state directory `state` (no certificates
+/// yet): a fresh clone on a machine whose engine is down.
+fn engine_down_fresh_state(state: &Path) -> impl Fn(&[&str]) -> Output + '_ {
+    move |args| {
+        xtask()
+            .args(args)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("SLIPWAY_STATE_DIR", state)
+            .output()
+            .unwrap()
+    }
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -121,14 +134,7 @@ fn a_bad_manifest_lists_every_problem_and_fails() {
 fn with_the_engine_down_and_no_certificates_build_names_the_engine_first() {
     // The order a user fixes things in: the engine, then the certificates.
     let state = scratch("engine-first");
-    let run = |args: &[&str]| {
-        xtask()
-            .args(args)
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("SLIPWAY_STATE_DIR", &state)
-            .output()
-            .unwrap()
-    };
+    let run = engine_down_fresh_state(&state);
     let out = run(&["build", "--target", "prod"]);
     assert!(!out.status.success());
     let said = text(&out);
@@ -649,14 +655,7 @@ fn each_checkout_is_found_when_the_xtask_runs_never_from_where_it_was_built() {
 #[test]
 fn a_fresh_clone_shows_its_plans_with_no_certificates_and_no_engine() {
     let state = scratch("fresh-plans");
-    let run = |args: &[&str]| {
-        xtask()
-            .args(args)
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("SLIPWAY_STATE_DIR", &state)
-            .output()
-            .unwrap()
-    };
+    let run = engine_down_fresh_state(&state);
     let out = run(&["--dry-run", "dev"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
