@@ -2015,5 +2015,12 @@ fn a_new_service_joins_the_stack_over_mtls_and_remove_gives_the_tree_back() {
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.trim().is_empty(), "remove left the tree changed:\n{status}");
     assert!(!certs.join("billing.key").exists() && !certs.join("ledger.crt").exists());
+    // The images the test made go too (remove leaves a service's images in the store).
+    for repository in ["localhost:5000/platform/billing", "localhost:5000/platform/ledger"] {
+        let tags = docker_ok(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository]);
+        for tag in tags.lines() {
+            docker_ok(&["image", "rm", "--force", tag]);
+        }
+    }
     let _ = std::fs::remove_dir_all(clone.parent().unwrap());
 }
