@@ -87,7 +87,6 @@ pub fn bases_of(kind: Kind) -> &'static [&'static str] {
 /// Everything `build` needs to generate the definition, besides the manifest.
 #[derive(Debug, Clone)]
 pub struct Inputs {
-    pub root: PathBuf,
     /// Where each service's minimal build context is staged.
     pub context_dir: PathBuf,
     pub head: Head,
@@ -101,6 +100,11 @@ pub struct Inputs {
     pub platforms: Option<Vec<String>>,
     /// The root image the Dockerfiles start from: `debian:<release>-slim`.
     pub debian_image: String,
+    /// Each image's revision and time (its labels), by its input paths: asked of git
+    /// before planning ([`revision_paths`] lists what to ask).
+    pub revisions: Revisions,
+    /// Where the source lives (`org.opencontainers.image.source`).
+    pub source: String,
 }
 
 /// The JSON bake reads (`docker buildx bake --file bake.json`).
@@ -191,11 +195,6 @@ pub fn service_target(service: &str, target: manifest::Target) -> String {
     format!("{service}-{target}")
 }
 
-/// The reference `{registry}/{project}/{service}:{version}[-target]` of a built service.
-pub fn service_ref(m: &Manifest, service: &str, target: manifest::Target) -> String {
-    service_image(m, service, target).reference()
-}
-
 /// The image of a service at a build target.
 pub fn service_image(m: &Manifest, service: &str, target: manifest::Target) -> Image {
     Image {
@@ -217,25 +216,53 @@ fn inputs_of(m: &Manifest, base_dirs: &[&str], service: Option<&str>) -> Vec<Str
     paths
 }
 
-/// Each image's revision, by its input paths: the three targets of a service, and the
-/// bases built from one directory, share theirs (asked of git once).
-type Revisions = BTreeMap<Vec<String>, (String, String)>;
+/// Each image's revision and time, by its input paths: the three targets of a service,
+/// and the bases built from one directory, share theirs (asked of git once).
+pub type Revisions = BTreeMap<Vec<String>, (String, String)>;
 
-fn labels(
-    m: &Manifest,
-    inputs: &Inputs,
-    paths: &[String],
-    title: &str,
-    revisions: &mut Revisions,
-) -> BTreeMap<String, String> {
-    let (revision, created) = revisions
-        .entry(paths.to_vec())
-        .or_insert_with(|| git::inputs_revision(&inputs.root, paths))
-        .clone();
-    let source = std::env::var("SLIPWAY_SOURCE_URL").unwrap_or_else(|_| format!("file://{}", inputs.root.display()));
+/// The input paths of a base image: its directory and its bases' directories.
+fn base_paths(m: &Manifest, base: &Base) -> Vec<String> {
+    let mut dirs = vec![base.dir];
+    dirs.extend(
+        base.needs
+            .iter()
+            .map(|n| BASES.iter().find(|b| b.target == *n).expect("known base").dir),
+    );
+    inputs_of(m, &dirs, None)
+}
+
+/// The input paths of a service's images: its own, and its bases' directories.
+fn service_paths(m: &Manifest, name: &str, kind: Kind) -> Vec<String> {
+    let base_dir = match kind {
+        Kind::Rust => "images/rust-builder",
+        Kind::Python => "images/python-base",
+    };
+    inputs_of(m, &["images/os-base", base_dir], Some(name))
+}
+
+/// Every set of input paths whose revision the definition's labels name, each once:
+/// what to ask git (`git::inputs_revision`) before [`definition`].
+pub fn revision_paths(m: &Manifest) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = BASES.iter().map(|b| base_paths(m, b)).collect();
+    out.extend(
+        m.services
+            .iter()
+            .map(|(name, s)| service_paths(m, name.get_ref(), s.kind)),
+    );
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn labels(m: &Manifest, inputs: &Inputs, paths: &[String], title: &str) -> BTreeMap<String, String> {
+    let (revision, created) = inputs
+        .revisions
+        .get(paths)
+        .cloned()
+        .unwrap_or_else(|| ("unknown".into(), "1970-01-01T00:00:00Z".into()));
     BTreeMap::from([
         ("org.opencontainers.image.title".into(), title.to_owned()),
-        ("org.opencontainers.image.source".into(), source),
+        ("org.opencontainers.image.source".into(), inputs.source.clone()),
         ("org.opencontainers.image.revision".into(), revision),
         ("org.opencontainers.image.version".into(), m.version.get_ref().clone()),
         ("org.opencontainers.image.created".into(), created),
@@ -306,16 +333,9 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
     let mut targets = BTreeMap::new();
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut layer_groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    let mut revisions = Revisions::new();
 
     for base in BASES {
-        let mut dirs = vec![base.dir];
-        dirs.extend(
-            base.needs
-                .iter()
-                .map(|n| BASES.iter().find(|b| b.target == *n).expect("known base").dir),
-        );
-        let paths = inputs_of(m, &dirs, None);
+        let paths = base_paths(m, base);
         let repo = base_repository(m, base.target);
         let stage = if base.target == "rust-builder" && m.build.rust_toolchain == RustToolchain::Official {
             "rust-builder-official"
@@ -333,13 +353,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             context: base.dir.to_owned(),
             dockerfile: "Dockerfile".into(),
             target: stage.into(),
-            labels: labels(
-                m,
-                inputs,
-                &paths,
-                &format!("{}-{}", m.brand(), base.target),
-                &mut revisions,
-            ),
+            labels: labels(m, inputs, &paths, &format!("{}-{}", m.brand(), base.target)),
             tags: tag_names.iter().map(|t| image.with_tag(t)).collect(),
             tag_names,
             image,
@@ -365,13 +379,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
         for (name, service) in &m.services {
             let name = name.get_ref();
             let needs = bases_of(service.kind);
-            let mut dirs: Vec<&str> = vec!["images/os-base"];
-            if service.kind == Kind::Rust {
-                dirs.push("images/rust-builder");
-            } else {
-                dirs.push("images/python-base");
-            }
-            let paths = inputs_of(m, &dirs, Some(name));
+            let paths = service_paths(m, name, service.kind);
             let bake_name = service_target(name, target);
             let (cache_from, cache_to) = cache(m, &bake_name);
             let tag_names = git::tags(m.version.get_ref(), head, &target.tag_suffix());
@@ -388,7 +396,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 context: inputs.context_dir.join(name).display().to_string(),
                 dockerfile: format!("{}/Dockerfile", service.path.get_ref()),
                 target: target.name().to_owned(),
-                labels: labels(m, inputs, &paths, name, &mut revisions),
+                labels: labels(m, inputs, &paths, name),
                 tags: tag_names.iter().map(|t| image.with_tag(t)).collect(),
                 tag_names,
                 image,
@@ -532,7 +540,6 @@ pub fn test_inputs(linking: Linking) -> (Manifest, Inputs) {
     let root = crate::project::root();
     let m = Manifest::load(&root.join(crate::manifest::FILE)).unwrap();
     let inputs = Inputs {
-        root: root.clone(),
         context_dir: root.join(".slipway/build/context"),
         head: Head {
             sha: "0123456789abcdef".into(),
@@ -544,6 +551,8 @@ pub fn test_inputs(linking: Linking) -> (Manifest, Inputs) {
         linking,
         platforms: None,
         debian_image: "debian:trixie-slim".into(),
+        revisions: Revisions::new(),
+        source: format!("file://{}", root.display()),
     };
     (m, inputs)
 }
@@ -694,7 +703,7 @@ mod tests {
         let (m, inputs) = inputs(Linking::Contexts);
         let all: Vec<String> = definition(&m, &inputs).target.keys().cloned().collect();
         // The state directory inside the checkout: nothing to grant.
-        assert!(reads_outside(&definition(&m, &inputs), &all, &inputs.root).is_empty());
+        assert!(reads_outside(&definition(&m, &inputs), &all, &crate::project::root()).is_empty());
         // Elsewhere (SLIPWAY_STATE_DIR): the two CA files and each staged context, once.
         let state = PathBuf::from("/tmp/state");
         let outside = Inputs {
@@ -704,7 +713,7 @@ mod tests {
             ..inputs.clone()
         };
         let def = definition(&m, &outside);
-        let reads = reads_outside(&def, &all, &inputs.root);
+        let reads = reads_outside(&def, &all, &crate::project::root());
         for secret in ["certs/rootCA.crt", "build/extra-ca.pem"] {
             assert_eq!(
                 reads.iter().filter(|p| **p == state.join(secret)).count(),
@@ -720,7 +729,7 @@ mod tests {
         }
         assert!(reads.iter().all(|p| p.starts_with(&state)), "{reads:?}");
         // Only what the targets asked for: os-base alone reads no staged context.
-        let os_base = reads_outside(&def, &["os-base".to_owned()], &inputs.root);
+        let os_base = reads_outside(&def, &["os-base".to_owned()], &crate::project::root());
         assert_eq!(
             os_base,
             [state.join("certs/rootCA.crt"), state.join("build/extra-ca.pem")]

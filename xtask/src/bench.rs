@@ -575,7 +575,7 @@ fn image_ids(project: &Project) -> Vec<String> {
     refs.extend(
         m.services
             .keys()
-            .map(|s| bake::service_ref(m, s.get_ref(), crate::manifest::Target::Prod)),
+            .map(|s| bake::service_image(m, s.get_ref(), crate::manifest::Target::Prod).reference()),
     );
     refs.iter().map(|r| docker::image_id(r).unwrap_or_default()).collect()
 }
@@ -917,7 +917,7 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
         .run()?;
     let result = (|| -> Result<()> {
         for (service, size_limit, rss_limit) in limits {
-            let reference = bake::service_ref(m, service, crate::manifest::Target::Prod);
+            let reference = bake::service_image(m, service, crate::manifest::Target::Prod).reference();
             // `docker images` and `inspect` disagree between stores (the containerd store
             // counts compressed content): both sizes are measured from the layers.
             let sizes = crate::lint::image_sizes(&reference)?;

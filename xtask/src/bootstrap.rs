@@ -36,12 +36,12 @@ pub fn root_image(project: &Project) -> String {
 
 /// Make sure the root image is in the image store: pull it where a registry answers,
 /// bootstrap it where none does (and say so). `SLIPWAY_OFFLINE=1` skips the pull.
-pub fn ensure_root_image(project: &Project, dry_run: bool) -> Result<Plan> {
+pub fn ensure_root_image(project: &Project) -> Result<Plan> {
     let image = root_image(project);
     if docker::image_id(&image).is_some() {
         return Ok(Plan::new());
     }
-    if std::env::var_os("SLIPWAY_OFFLINE").is_none_or(|v| v.is_empty() || v == "0") && !dry_run {
+    if std::env::var_os("SLIPWAY_OFFLINE").is_none_or(|v| v.is_empty() || v == "0") {
         let pulled = docker::step(format!("pull {image}"), &["pull", &image])
             .output(Output::Capture)
             .timeout(Duration::from_secs(300))

@@ -25,13 +25,23 @@ impl flags::Build {
             .platform
             .as_ref()
             .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>());
+        if dry_run {
+            return show(
+                project,
+                &Request {
+                    names: self.names,
+                    target,
+                    platforms,
+                    push: self.push,
+                },
+            );
+        }
         let built = build(
             project,
             &self.names,
             target,
             platforms,
             Mode {
-                dry_run,
                 print: self.print,
                 push: self.push,
             },
@@ -53,7 +63,7 @@ impl flags::Build {
 /// What `build` is asked to do besides building.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Mode {
-    pub dry_run: bool,
+    /// Only show what bake resolves (`bake --print`).
     pub print: bool,
     pub push: bool,
 }
@@ -79,69 +89,166 @@ pub struct Built {
 /// The Root CA fingerprint a plan shows when no CA has been made yet.
 pub const NO_CA_YET: &str = "placeholder-no-root-ca-yet";
 
-/// Build `names` (every service when empty) at `target`; returns what was built (nothing
-/// for a dry run or `--print`).
-pub fn build(
-    project: &Project,
-    names: &[String],
-    target: Target,
-    platforms: Option<Vec<String>>,
-    mode: Mode,
-) -> Result<Vec<Built>> {
-    let m = &project.manifest;
-    // In the order a user fixes things: the engine first, then the certificates, then
-    // the disk.
-    let builder = m.build.builder.as_deref();
-    // A plan that only shows (a dry run, `--print`) needs neither: it says what it
-    // assumed instead, and marks its placeholders.
-    let shows_only = mode.dry_run || mode.print;
-    let engine = match Engine::probe(project, builder, false) {
-        Ok(engine) => engine,
-        Err(err) if shows_only => {
-            ui::warn(&format!(
-                "{err:#}\n    the plan below assumes a modern engine (named contexts; buildx as installed)"
-            ));
-            Engine::assumed(builder, "the engine did not answer")
-        }
-        Err(err) => return Err(err),
-    };
-    let certs_dir = project.certs_dir();
-    let mut ca_file = certs_dir.join(certs::CA_CERT);
-    let ca_sha256 = match certs::file_sha256(&ca_file) {
-        Ok(sha) => sha,
-        Err(_) if shows_only => {
-            ui::warn(&format!(
-                "no Root CA at {} yet (`cargo xtask certs` makes it): its fingerprint below is the placeholder {NO_CA_YET}",
-                ca_file.display()
-            ));
-            if mode.print {
+/// What a build is asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Services or bases (every service when empty).
+    pub names: Vec<String>,
+    pub target: Target,
+    /// `--platform`, overriding the manifest.
+    pub platforms: Option<Vec<String>>,
+    /// Push the images asked for (their bases are loaded).
+    pub push: bool,
+}
+
+/// Every fact a build is planned from, asked once of the engine, git and the files
+/// ([`Facts::probe`]); tests make their own. [`plan`] asks nothing more.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub engine: Engine,
+    /// The Root CA's fingerprint ([`NO_CA_YET`] in a plan shown before there is one).
+    pub ca_sha256: String,
+    /// The file bake passes as the `root-ca` secret.
+    pub ca_file: PathBuf,
+    pub head: git::Head,
+    /// Each image's revision, by its input paths (its labels).
+    pub revisions: bake::Revisions,
+    /// Where the source lives (`org.opencontainers.image.source`).
+    pub source: String,
+    /// The checked bundle of extra CAs (`build.extra-ca`, `SLIPWAY_EXTRA_CA`), when there
+    /// are any.
+    pub extra_ca: Option<String>,
+    /// The root image's id in the store; `None` when it must be pulled or bootstrapped.
+    pub root_image_id: Option<String>,
+}
+
+impl Facts {
+    /// Ask the engine, git and the files, side by side. A plan that only shows
+    /// (`shows_only`: a dry run, `--print`) needs neither an engine nor a Root CA: it
+    /// says what it assumed instead, and marks its placeholders.
+    pub fn probe(project: &Project, shows_only: bool) -> Result<Facts> {
+        let m = &project.manifest;
+        let builder = m.build.builder.as_deref();
+        let root_image = bootstrap::root_image(project);
+        let (engine, (head, revisions), root_image_id) = std::thread::scope(|scope| {
+            let git = scope.spawn(|| {
+                let head = git::head(&project.root);
+                let revisions: bake::Revisions = bake::revision_paths(m)
+                    .into_iter()
+                    .map(|paths| {
+                        let revision = git::inputs_revision(&project.root, &paths);
+                        (paths, revision)
+                    })
+                    .collect();
+                (head, revisions)
+            });
+            let root = scope.spawn(|| docker::image_id(&root_image));
+            let engine = Engine::probe(project, builder, false);
+            (
+                engine,
+                git.join().expect("the git queries do not panic"),
+                root.join().ok().flatten(),
+            )
+        });
+        // In the order a user fixes things: the engine first, then the certificates.
+        let engine = match engine {
+            Ok(engine) => engine,
+            Err(err) if shows_only => {
+                ui::warn(&format!(
+                    "{err:#}\n    the plan below assumes a modern engine (named contexts; buildx as installed)"
+                ));
+                Engine::assumed(builder, "the engine did not answer")
+            }
+            Err(err) => return Err(err),
+        };
+        let ca_file = project.certs_dir().join(certs::CA_CERT);
+        let (ca_sha256, ca_file) = match certs::file_sha256(&ca_file) {
+            Ok(sha) => (sha, ca_file),
+            Err(_) if shows_only => {
+                ui::warn(&format!(
+                    "no Root CA at {} yet (`cargo xtask certs` makes it): its fingerprint below is the placeholder {NO_CA_YET}",
+                    ca_file.display()
+                ));
                 // bake --print reads every file it names: a placeholder stands in, said so.
                 let placeholder = bake::build_dir(&project.state_dir()).join(format!("{NO_CA_YET}.pem"));
-                fs::create_dir_all(placeholder.parent().expect("a file in a directory"))?;
-                crate::fs::write_if_changed(
-                    &placeholder,
-                    "# A placeholder for the Root CA, which `cargo xtask certs` makes: shown by `build --print` only.\n",
-                )?;
-                ca_file = placeholder;
+                (NO_CA_YET.to_owned(), placeholder)
             }
-            NO_CA_YET.to_owned()
-        }
-        Err(err) => bail!(
-            "the Root CA {} is missing or unreadable ({err:#}): run `cargo xtask certs` first; every image bakes it into its trust store",
-            ca_file.display()
-        ),
-    };
-    // Then room to write: the state directory and the engine's data root.
-    if !mode.dry_run {
-        let mut places = vec![crate::disk::Place::state(&project.state_dir())];
-        places.extend(
-            crate::docker::root_dir()
-                .map(|dir| crate::disk::Place::engine(Path::new(&dir)))
-                .filter(|p| p.path.exists()),
-        );
-        crate::disk::require(&places)?;
+            Err(err) => bail!(
+                "the Root CA {} is missing or unreadable ({err:#}): run `cargo xtask certs` first; every image bakes it into its trust store",
+                ca_file.display()
+            ),
+        };
+        Ok(Facts {
+            engine,
+            ca_sha256,
+            ca_file,
+            head,
+            revisions,
+            source: std::env::var("SLIPWAY_SOURCE_URL")
+                .unwrap_or_else(|_| format!("file://{}", project.root.display())),
+            extra_ca: extra_ca_text(project)?,
+            root_image_id,
+        })
     }
-    let caps = &engine.capabilities;
+}
+
+/// A build, planned: every decision made, nothing run. [`plan`] makes it from the
+/// facts; [`run`] carries it out; a dry run prints [`BuildPlan::render`].
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    pub definition: bake::Definition,
+    /// The selection, in layers (bases first, the services last).
+    pub layers: Vec<Vec<String>>,
+    pub linking: Linking,
+    pub build_dir: PathBuf,
+    pub bake_file: PathBuf,
+    /// Where the checked extra CA bundle is written, when there is one.
+    pub extra_ca_file: Option<PathBuf>,
+    /// The up-to-date stamp of this selection at this target.
+    pub stamp_file: PathBuf,
+    /// The services whose build contexts are staged.
+    pub contexts: Vec<String>,
+    /// The root image, when it is not in the store (pulled, or bootstrapped).
+    pub root_image_missing: Option<String>,
+    /// The bakes, each with the metadata file it writes.
+    pub bakes: Vec<(Step, PathBuf)>,
+    /// `bake --print` of the whole selection (what `build --print` runs).
+    pub print: Step,
+    pub target: Target,
+    /// Whether the images asked for are pushed.
+    pub push: bool,
+}
+
+impl BuildPlan {
+    /// Every bake target of the selection, bases first.
+    pub fn all(&self) -> Vec<String> {
+        self.layers.concat()
+    }
+
+    /// What a dry run shows: the root image's fate, then the bakes, numbered.
+    pub fn render(&self, project: &Project) -> String {
+        let mut plan = crate::plan::Plan::new();
+        if let Some(image) = &self.root_image_missing {
+            plan.push(
+                docker::step(format!("pull {image} where a registry answers"), &["pull", image])
+                    .on_fail("where none answers, the bootstrap steps below"),
+            );
+            if let Ok(bootstrap) = bootstrap::plan(project) {
+                plan.steps.extend(bootstrap.steps);
+            }
+        }
+        for (step, _) in &self.bakes {
+            plan.push(step.clone());
+        }
+        plan.render()
+    }
+}
+
+/// Plan a build from the facts: the definition, the selection in layers, the bakes. A
+/// pure function: it asks neither the engine nor git nor the files.
+pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<BuildPlan> {
+    let m = &project.manifest;
+    let caps = &facts.engine.capabilities;
     let linking = if caps.named_contexts.ok {
         Linking::Contexts
     } else {
@@ -156,84 +263,154 @@ pub fn build(
             caps.cache_export.why
         );
     }
-    let state = project.state_dir();
-    let build_dir = bake::build_dir(&state);
-    let extra_ca = extra_ca_bundle(project, &build_dir.join("extra-ca.pem"), mode.dry_run)?;
+    let build_dir = bake::build_dir(&project.state_dir());
+    let extra_ca_file = facts.extra_ca.as_ref().map(|_| build_dir.join("extra-ca.pem"));
     let inputs = Inputs {
-        root: project.root.clone(),
         context_dir: build_dir.join("context"),
-        head: git::head(&project.root),
-        ca_sha256,
-        ca_file: ca_file.clone(),
-        extra_ca,
+        head: facts.head.clone(),
+        ca_sha256: facts.ca_sha256.clone(),
+        ca_file: facts.ca_file.clone(),
+        extra_ca: extra_ca_file.clone(),
         linking,
-        platforms,
+        platforms: request.platforms.clone(),
         debian_image: bootstrap::root_image(project),
+        revisions: facts.revisions.clone(),
+        source: facts.source.clone(),
     };
     let definition = bake::definition(m, &inputs);
-    let layers = bake::selection(m, names, target)?;
-    let bake_file = build_dir.join("bake.json");
-
-    let _lock = if mode.dry_run {
-        None
-    } else {
-        Some(project.lock("build")?)
-    };
-    if !mode.dry_run {
-        fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
-        crate::fs::write_if_changed(&bake_file, &bake::to_json(&definition))?;
-        let services: Vec<&str> = layers
-            .last()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| definition.target[t].service.as_deref())
-            .collect();
-        for service in services {
-            stage_context(project, service, &inputs.context_dir.join(service))?;
-        }
-    }
+    let layers = bake::selection(m, &request.names, request.target)?;
     let all: Vec<String> = layers.concat();
-    if mode.print {
-        let mut args = vec![
-            "buildx".to_owned(),
-            "bake".into(),
-            "--file".into(),
-            bake_file.display().to_string(),
-            "--print".into(),
-        ];
-        args.extend(allow_reads(&engine, &definition, &all, &project.root));
-        args.extend(all);
-        let step = docker::step(
-            "show what bake resolves",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-        .cwd(&project.root);
-        crate::plan::Plan { steps: vec![step] }.execute(mode.dry_run)?;
-        return Ok(Vec::new());
-    }
-
-    // Up to date: the same inputs as the last successful build, and its images still
-    // there with the same ids. Then bake has nothing to do, and is not asked.
-    let images: Vec<&bake::Image> = all.iter().map(|name| &definition.target[name].image).collect();
+    let bake_file = build_dir.join("bake.json");
+    let contexts = layers
+        .last()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| definition.target[t].service.clone())
+        .collect();
     // One stamp per selection: `build python-base` must not stand for `build --target prod`.
     let selection: String = ring::digest::digest(&ring::digest::SHA256, all.join(",").as_bytes()).as_ref()[..6]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let stamp_file = build_dir.join(format!("stamp-{target}-{selection}.json"));
-    let inputs_hash = if mode.dry_run || mode.push {
+    let stamp_file = build_dir.join(format!("stamp-{}-{selection}.json", request.target));
+    let bakes = bake_steps(
+        &Bakes {
+            manifest: m,
+            engine: &facts.engine,
+            definition: &definition,
+            layers: &layers,
+            build_dir: &build_dir,
+            root: &project.root,
+        },
+        request.push,
+    );
+    let mut args = vec![
+        "buildx".to_owned(),
+        "bake".into(),
+        "--file".into(),
+        bake_file.display().to_string(),
+        "--print".into(),
+    ];
+    args.extend(allow_reads(&facts.engine, &definition, &all, &project.root));
+    args.extend(all);
+    let print = docker::step(
+        "show what bake resolves",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .cwd(&project.root);
+    Ok(BuildPlan {
+        definition,
+        layers,
+        linking,
+        build_dir,
+        bake_file,
+        extra_ca_file,
+        stamp_file,
+        contexts,
+        root_image_missing: facts.root_image_id.is_none().then(|| bootstrap::root_image(project)),
+        bakes,
+        print,
+        target: request.target,
+        push: request.push,
+    })
+}
+
+/// Build `names` (every service when empty) at `target`; returns what was built (nothing
+/// for `--print`). Probes the facts, plans, then runs the plan.
+pub fn build(
+    project: &Project,
+    names: &[String],
+    target: Target,
+    platforms: Option<Vec<String>>,
+    mode: Mode,
+) -> Result<Vec<Built>> {
+    let facts = Facts::probe(project, mode.print)?;
+    let request = Request {
+        names: names.to_vec(),
+        target,
+        platforms,
+        push: mode.push,
+    };
+    let plan = plan(project, &facts, &request)?;
+    run(project, &facts, &plan, mode.print)
+}
+
+/// What a dry run of the build `request` prints: the plan, made from facts probed as a
+/// plan that only shows them (no engine or Root CA needed), and nothing run.
+pub fn show(project: &Project, request: &Request) -> Result<()> {
+    let facts = Facts::probe(project, true)?;
+    print!("{}", plan(project, &facts, request)?.render(project));
+    Ok(())
+}
+
+/// Carry out a build plan: room to write, the lock, the generated files and staged
+/// contexts, then (unless every image is up to date) the root image and the bakes, and
+/// the image policy of what was built. With `print`, only bake's own view of the
+/// definition.
+pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> Result<Vec<Built>> {
+    // Room to write: the state directory and the engine's data root.
+    let mut places = vec![crate::disk::Place::state(&project.state_dir())];
+    places.extend(
+        crate::docker::root_dir()
+            .map(|dir| crate::disk::Place::engine(Path::new(&dir)))
+            .filter(|p| p.path.exists()),
+    );
+    crate::disk::require(&places)?;
+    let build_dir = &plan.build_dir;
+    let _lock = project.lock("build")?;
+    fs::create_dir_all(build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
+    if facts.ca_sha256 == NO_CA_YET {
+        crate::fs::write_if_changed(
+            &facts.ca_file,
+            "# A placeholder for the Root CA, which `cargo xtask certs` makes: shown by `build --print` only.\n",
+        )?;
+    }
+    if let (Some(file), Some(text)) = (&plan.extra_ca_file, &facts.extra_ca) {
+        crate::fs::write_if_changed(file, text)?;
+    }
+    crate::fs::write_if_changed(&plan.bake_file, &bake::to_json(&plan.definition))?;
+    let context_dir = build_dir.join("context");
+    for service in &plan.contexts {
+        stage_context(project, service, &context_dir.join(service))?;
+    }
+    if print {
+        plan.print.run()?;
+        return Ok(Vec::new());
+    }
+    let definition = &plan.definition;
+    let all = plan.all();
+
+    // Up to date: the same inputs as the last successful build, and its images still
+    // there with the same ids. Then bake has nothing to do, and is not asked.
+    let images: Vec<&bake::Image> = all.iter().map(|name| &definition.target[name].image).collect();
+    let stamp_file = &plan.stamp_file;
+    let inputs_hash = if plan.push {
         None
     } else {
-        Some(inputs_hash(
-            project,
-            &definition,
-            &all,
-            &bake_file,
-            inputs.extra_ca.as_deref(),
-        )?)
+        Some(inputs_hash(project, facts, plan)?)
     };
     if let Some(hash) = &inputs_hash
-        && let Some(mut built) = up_to_date(&stamp_file, hash, &images)?
+        && let Some(mut built) = up_to_date(stamp_file, hash, &images)?
     {
         for (image, name) in built.iter_mut().zip(&all) {
             image.tags = definition.target[name].tag_names.clone();
@@ -242,30 +419,18 @@ pub fn build(
         return Ok(built);
     }
 
-    let mut plan = bootstrap::ensure_root_image(project, mode.dry_run)?;
-    let bakes = bake_steps(
-        &Bakes {
-            manifest: m,
-            engine: &engine,
-            definition: &definition,
-            layers: &layers,
-            build_dir: &build_dir,
-            root: &project.root,
-        },
-        mode.push,
-    );
-    let metadata_files: Vec<PathBuf> = bakes.iter().map(|(_, meta)| meta.clone()).collect();
-    for (step, _) in bakes {
-        plan.push(step);
+    let mut steps = match &plan.root_image_missing {
+        Some(_) => bootstrap::ensure_root_image(project)?,
+        None => crate::plan::Plan::new(),
+    };
+    let metadata_files: Vec<PathBuf> = plan.bakes.iter().map(|(_, meta)| meta.clone()).collect();
+    for (step, _) in &plan.bakes {
+        steps.push(step.clone());
     }
-    if mode.dry_run {
-        print!("{}", plan.render());
-        return Ok(Vec::new());
-    }
-    if linking == Linking::Layers {
+    if plan.linking == Linking::Layers {
         ui::note(&format!(
             "the builder takes no named contexts ({}): building in layers, bases first",
-            caps.named_contexts.why
+            facts.engine.capabilities.named_contexts.why
         ));
     }
     // Nothing from an earlier run may stand for this one: bake's per-run metadata files
@@ -276,14 +441,14 @@ pub fn build(
     for file in &metadata_files {
         let _ = fs::remove_file(file);
     }
-    plan.execute(false)?;
+    steps.execute(false)?;
 
     let metadata = merge_metadata(&metadata_files, &build_dir.join("metadata.json"))?;
     let mut built = Vec::new();
     let mut problems = Vec::new();
     // A push pushes the last layer (the images asked for), in either linking.
-    let pushed: Vec<&String> = if mode.push {
-        layers.last().into_iter().flatten().collect()
+    let pushed: Vec<&String> = if plan.push {
+        plan.layers.last().into_iter().flatten().collect()
     } else {
         Vec::new()
     };
@@ -322,9 +487,9 @@ pub fn build(
         if let Some(service) = &t.service {
             let dockerfile = project.root.join(&t.dockerfile);
             let text = fs::read_to_string(&dockerfile).with_context(|| format!("reading {}", dockerfile.display()))?;
-            for v in lint::dockerfile(&text, target)
+            for v in lint::dockerfile(&text, plan.target)
                 .into_iter()
-                .chain(lint::image_config(&config, target))
+                .chain(lint::image_config(&config, plan.target))
             {
                 problems.push(format!("{service} ({reference}): {v}"));
             }
@@ -342,7 +507,7 @@ pub fn build(
         ui::note(&format!("digests in {}", build_dir.join("metadata.json").display()));
     }
     if !problems.is_empty() {
-        let _ = fs::remove_file(&stamp_file);
+        let _ = fs::remove_file(stamp_file);
         bail!("the image policy failed:\n  - {}", problems.join("\n  - "));
     }
     if let Some(hash) = inputs_hash {
@@ -353,7 +518,7 @@ pub fn build(
             .filter_map(|b| Some((b.image.reference(), b.config_digest.as_deref()?)))
             .collect();
         let stamp = serde_json::json!({ "inputs": hash, "images": images, "configs": configs });
-        crate::fs::write_if_changed(&stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
+        crate::fs::write_if_changed(stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
     }
     Ok(built)
 }
@@ -449,19 +614,14 @@ fn allow_reads(engine: &Engine, definition: &bake::Definition, targets: &[String
 /// SHA-256 over everything a build reads: the bake definition, every file of every
 /// context it sends (staged service contexts, base image directories), the extra CA
 /// bundle, and the root image's id. (The Root CA's fingerprint is in the definition.)
-fn inputs_hash(
-    project: &Project,
-    definition: &bake::Definition,
-    targets: &[String],
-    bake_file: &Path,
-    extra_ca: Option<&Path>,
-) -> Result<String> {
+fn inputs_hash(project: &Project, facts: &Facts, plan: &BuildPlan) -> Result<String> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&fs::read(bake_file)?);
-    let mut dirs: Vec<PathBuf> = targets
+    ctx.update(&fs::read(&plan.bake_file)?);
+    let mut dirs: Vec<PathBuf> = plan
+        .all()
         .iter()
         .map(|t| {
-            let c = &definition.target[t].context;
+            let c = &plan.definition.target[t].context;
             if Path::new(c).is_absolute() {
                 PathBuf::from(c)
             } else {
@@ -482,11 +642,15 @@ fn inputs_hash(
             ctx.update(&fs::metadata(&path)?.permissions().mode().to_le_bytes());
         }
     }
-    if let Some(extra) = extra_ca {
-        ctx.update(&fs::read(extra)?);
+    if let Some(extra) = &facts.extra_ca {
+        ctx.update(extra.as_bytes());
     }
+    // The root image as it is now: `run` may just have pulled or bootstrapped it.
     ctx.update(
-        docker::image_id(&bootstrap::root_image(project))
+        facts
+            .root_image_id
+            .clone()
+            .or_else(|| docker::image_id(&bootstrap::root_image(project)))
             .unwrap_or_default()
             .as_bytes(),
     );
@@ -570,8 +734,8 @@ fn merge_metadata(files: &[PathBuf], out: &Path) -> Result<BTreeMap<String, serd
 
 /// The extra CAs for build steps (a TLS-inspecting proxy's): the files `build.extra-ca`
 /// names, then those in `SLIPWAY_EXTRA_CA` (`:`-separated), each checked to hold
-/// certificates, bundled into one file. `None` when there are none.
-pub fn extra_ca_bundle(project: &Project, out: &Path, dry_run: bool) -> Result<Option<PathBuf>> {
+/// certificates, bundled into one text. `None` when there are none.
+pub fn extra_ca_text(project: &Project) -> Result<Option<String>> {
     let mut files: Vec<(PathBuf, String)> = project
         .manifest
         .build
@@ -608,6 +772,15 @@ pub fn extra_ca_bundle(project: &Project, out: &Path, dry_run: bool) -> Result<O
         bundle.push_str(text.trim_end());
         bundle.push('\n');
     }
+    Ok(Some(bundle))
+}
+
+/// The extra CA bundle ([`extra_ca_text`]) written to `out` (unless `dry_run`); its path,
+/// or `None` when there are no extra CAs.
+pub fn extra_ca_bundle(project: &Project, out: &Path, dry_run: bool) -> Result<Option<PathBuf>> {
+    let Some(bundle) = extra_ca_text(project)? else {
+        return Ok(None);
+    };
     if !dry_run {
         if let Some(dir) = out.parent() {
             fs::create_dir_all(dir)?;
@@ -732,6 +905,31 @@ fn human_size(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
+/// Fixed facts for plan tests, asked of nothing: a modern engine (named contexts,
+/// attestations) or one like Docker 20.10's (neither), a made-up Root CA fingerprint,
+/// HEAD on main, an extra CA, and the root image in the store.
+#[cfg(test)]
+pub fn test_facts(project: &Project, modern: bool) -> Facts {
+    let mut engine = Engine::assumed(None, "a plan test");
+    engine.buildx = "0.29.1".into();
+    engine.capabilities.named_contexts.ok = modern;
+    engine.capabilities.attestations.ok = modern;
+    engine.capabilities.cache_export.ok = modern;
+    Facts {
+        engine,
+        ca_sha256: "ab".repeat(32),
+        ca_file: project.certs_dir().join(certs::CA_CERT),
+        head: git::Head {
+            sha: "0123456789abcdef".into(),
+            branch: Some("main".into()),
+        },
+        revisions: bake::Revisions::new(),
+        source: "file:///checkout".into(),
+        extra_ca: Some("-----BEGIN CERTIFICATE-----\n".into()),
+        root_image_id: Some("sha256:root".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,19 +955,62 @@ mod tests {
         engine.capabilities.named_contexts.ok = contexts;
         // The engines here: the modern one does both, the legacy one neither.
         engine.capabilities.attestations.ok = contexts;
-        let build_dir = inputs.root.join(".slipway/build");
+        let root = crate::project::root();
+        let build_dir = root.join(".slipway/build");
         let facts = Bakes {
             manifest: &m,
             engine: &engine,
             definition: &definition,
             layers: &layers,
             build_dir: &build_dir,
-            root: &inputs.root,
+            root: &root,
         };
         bake_steps(&facts, push)
             .iter()
             .map(|(step, _)| step.command_line())
             .collect()
+    }
+
+    #[test]
+    fn a_build_is_planned_from_the_facts_alone() {
+        let project = Project::load().unwrap();
+        let mut facts = test_facts(&project, true);
+        let request = Request {
+            names: vec!["agent".into()],
+            target: Target::Dev,
+            platforms: None,
+            push: false,
+        };
+        let plan = plan(&project, &facts, &request).unwrap();
+        assert_eq!(plan.contexts, ["agent"]);
+        assert_eq!(plan.all(), ["os-base", "python-base", "python-builder", "agent-dev"]);
+        assert!(plan.stamp_file.starts_with(&plan.build_dir), "{plan:?}");
+        assert_eq!(plan.extra_ca_file, Some(plan.build_dir.join("extra-ca.pem")));
+        assert!(plan.root_image_missing.is_none());
+        let shown = plan.render(&project);
+        assert!(shown.starts_with("1. bake "), "{shown}");
+        assert!(!shown.contains("gateway"), "{shown}");
+        // The fingerprint and HEAD reach the definition; an unknown revision is said so.
+        let os_base = &plan.definition.target["os-base"];
+        assert_eq!(os_base.args["CA_SHA256"], "ab".repeat(32));
+        assert_eq!(os_base.labels["org.opencontainers.image.revision"], "unknown");
+        // No root image in the store: the pull comes first, then the bootstrap.
+        facts.root_image_id = None;
+        let plan = super::plan(&project, &facts, &request).unwrap();
+        assert_eq!(plan.root_image_missing.as_deref(), Some("debian:trixie-slim"));
+        assert!(
+            plan.render(&project).starts_with("1. pull debian:trixie-slim"),
+            "{}",
+            plan.render(&project)
+        );
+        // An exported cache on a builder that cannot write one is refused by the plan.
+        let legacy = test_facts(&project, false);
+        let mut cached = project.clone();
+        cached.manifest.build.cache = Cache::Local {
+            dir: "/tmp/cache".into(),
+        };
+        let err = super::plan(&cached, &legacy, &request).unwrap_err().to_string();
+        assert!(err.contains("cannot write"), "{err}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::{bake, build, certs, docker, flags, project::Project, ui};
 /// The steps that check `service` in its built `local` image, in order.
 pub fn steps(project: &Project, service: &str) -> Vec<Step> {
     let m = &project.manifest;
-    let image = bake::service_ref(m, service, Target::Local);
+    let image = bake::service_image(m, service, Target::Local).reference();
     let run = |tool: &str, extra: &[&str], command: &[&str]| {
         docker::step(format!("{service}: {tool}"), &["run", "--rm"])
             .args(extra.iter().copied())
@@ -74,7 +74,7 @@ pub fn steps(project: &Project, service: &str) -> Vec<Step> {
 /// with the certificates mounted, reload and the debugger off.
 pub fn pytest(project: &Project, service: &str) -> Step {
     let mount = format!("{}:/certs:ro", project.certs_dir().display());
-    let image = bake::service_ref(&project.manifest, service, Target::Local);
+    let image = bake::service_image(&project.manifest, service, Target::Local).reference();
     let reload = format!("{}_RELOAD=0", crate::compose::var_prefix(service));
     docker::step(
         format!("{service}: pytest"),

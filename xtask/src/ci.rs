@@ -157,8 +157,21 @@ impl flags::Run {
             push: self.push,
             sign: self.sign,
             allow_unscanned: self.allow_unscanned,
-            dry_run,
+            trivy: scan::trivy_installed(),
         };
+        if dry_run {
+            // Every job planned from one probe of the facts.
+            let facts = build::Facts::probe(project, true)?;
+            let cosign = if self.sign {
+                Some(crate::cosign::Cosign::signing(project, None, &crate::cosign::env)?)
+            } else {
+                None
+            };
+            for job in &selected {
+                print!("{}", job_plan(project, &facts, job, &options, cosign.as_ref())?);
+            }
+            return Ok(());
+        }
         let mut ran = Vec::new();
         for job in &selected {
             ui::step(&format!("job {}", job.job));
@@ -173,9 +186,6 @@ impl flags::Run {
                 ui::error(&format!("job {} failed: {err:#}", job.job));
             }
             ran.push((job.job.clone(), started.elapsed(), result.is_ok()));
-        }
-        if dry_run {
-            return Ok(());
         }
         for (job, took, ok) in &ran {
             ui::note(&format!(
@@ -230,62 +240,108 @@ fn with_ci_cache(project: &Project) -> Project {
 
 /// How jobs run.
 #[derive(Debug, Clone, Copy)]
-struct JobOptions {
-    push: bool,
-    sign: bool,
-    allow_unscanned: bool,
-    dry_run: bool,
+pub struct JobOptions {
+    pub push: bool,
+    pub sign: bool,
+    pub allow_unscanned: bool,
+    /// Whether Trivy is installed (the scan step runs only then).
+    pub trivy: bool,
+}
+
+/// The release a job makes of its image, when it pushes.
+fn job_release(job: &Job, o: &JobOptions) -> release::Options {
+    release::Options {
+        names: vec![job.service.clone()],
+        target: job.target,
+        push: true,
+        sign: o.sign,
+        key: None,
+        allow_unscanned: o.allow_unscanned,
+    }
+}
+
+/// The job's tests in its image: `local`, the service's checks (`cargo xtask check`);
+/// `dev` and `prod`, the image started as it ships, until its own health check passes.
+fn test_steps(project: &Project, job: &Job) -> Vec<Step> {
+    if job.target == Target::Local {
+        crate::check::steps(project, &job.service)
+    } else {
+        vec![smoke_start(project, job, &container_name(job))]
+    }
+}
+
+/// What `ci run JOB` runs, as text (what `--dry-run` prints): planned from the build's
+/// facts, with `cosign` when the job signs. Pure: nothing asked of the engine.
+pub fn job_plan(
+    project: &Project,
+    facts: &build::Facts,
+    job: &Job,
+    o: &JobOptions,
+    cosign: Option<&crate::cosign::Cosign>,
+) -> Result<String> {
+    let image = bake::service_image(&project.manifest, &job.service, job.target);
+    let reference = image.reference();
+    let request = build::Request {
+        names: vec![job.service.clone()],
+        target: job.target,
+        platforms: Some(vec![job.platform.clone()]),
+        push: false,
+    };
+    let mut out = format!("# {}: certificates, then build\n", job.job);
+    out.push_str(&build::plan(project, facts, &request)?.render(project));
+    out.push_str("# tests in the image\n");
+    out.push_str(
+        &Plan {
+            steps: test_steps(project, job),
+        }
+        .render(),
+    );
+    out.push_str(&format!(
+        "# image policy: {}'s Dockerfile, {reference}'s configuration and layers\n",
+        job.service
+    ));
+    if o.trivy {
+        out.push_str(&format!("{}\n", scan::trivy_step(&image).0.command_line()));
+    } else {
+        out.push_str(&format!("# no scan of {reference}: Trivy is not installed\n"));
+    }
+    if o.push {
+        let plan = release::plan(project, facts, &job_release(job, o), cosign.cloned())?;
+        out.push_str(&plan.render(project));
+    }
+    Ok(out)
 }
 
 fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
-    let m = &project.manifest;
     let name = job.service.as_str();
-    let names = vec![job.service.clone()];
-    let reference = bake::service_ref(m, name, job.target);
-    if o.dry_run {
-        println!("# {}: certificates, then build", job.job);
+    let image = bake::service_image(&project.manifest, name, job.target);
+    let reference = image.reference();
+    let spec = certs::Spec::from_manifest(&project.manifest);
+    certs::ensure(&project.certs_dir(), &spec, None)?;
+    certs::RunAs::for_project(project).prepare(&spec)?;
+    ui::step(&format!("build {reference} ({})", job.platform));
+    build::build(
+        project,
+        std::slice::from_ref(&job.service),
+        job.target,
+        Some(vec![job.platform.clone()]),
+        build::Mode::default(),
+    )?;
+    let tests = test_steps(project, job);
+    if job.target == Target::Local {
+        crate::check::run(&tests)?;
     } else {
-        let spec = certs::Spec::from_manifest(m);
-        certs::ensure(&project.certs_dir(), &spec, None)?;
-        certs::RunAs::for_project(project).prepare(&spec)?;
-        ui::step(&format!("build {reference} ({})", job.platform));
+        ui::step(&tests[0].name);
+        smoke(project, job)?;
     }
-    let mode = build::Mode {
-        dry_run: o.dry_run,
-        ..build::Mode::default()
-    };
-    build::build(project, &names, job.target, Some(vec![job.platform.clone()]), mode)?;
-
-    // local: the service's checks (`cargo xtask check`); dev and prod: the image started
-    // as it ships, until its own health check passes.
-    let tests = if job.target == Target::Local {
-        crate::check::steps(project, name)
-    } else {
-        vec![smoke_start(project, job, &container_name(job))]
-    };
-    if o.dry_run {
-        println!("# tests in the image\n{}", Plan { steps: tests }.render());
-        println!("# image policy: {name}'s Dockerfile, {reference}'s configuration and layers");
-    } else {
-        if job.target == Target::Local {
-            crate::check::run(&tests)?;
-        } else {
-            ui::step(&tests[0].name);
-            smoke(project, job)?;
-        }
-        ui::step(&format!("image policy of {reference}"));
-        let violations = lint::check_image(project, name, job.target)?;
-        if !violations.is_empty() {
-            bail!("the image policy failed:\n  - {}", violations.join("\n  - "));
-        }
+    ui::step(&format!("image policy of {reference}"));
+    let violations = lint::check_image(project, name, job.target)?;
+    if !violations.is_empty() {
+        bail!("the image policy failed:\n  - {}", violations.join("\n  - "));
     }
-    if scan::trivy_installed() {
-        if !o.dry_run {
-            ui::step(&format!("scan {reference}"));
-        }
-        if let Some(verdict) = scan::scan_image(project, name, job.target, o.dry_run)? {
-            scan::finish(&[verdict])?;
-        }
+    if o.trivy {
+        ui::step(&format!("scan {reference}"));
+        scan::finish(&[scan::scan_image(project, name, job.target)?])?;
     } else {
         ui::warn(&format!(
             "Trivy is not installed, so {reference} is not scanned: {}",
@@ -293,18 +349,7 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
         ));
     }
     if o.push {
-        release::release(
-            project,
-            &release::Options {
-                names,
-                target: job.target,
-                push: true,
-                sign: o.sign,
-                key: None,
-                allow_unscanned: o.allow_unscanned,
-                dry_run: o.dry_run,
-            },
-        )?;
+        release::release(project, &job_release(job, o), false)?;
     }
     Ok(())
 }
@@ -316,7 +361,7 @@ fn container_name(job: &Job) -> String {
 /// `docker run` of the image as it ships: its own user and entrypoint, a read-only root
 /// filesystem, its own certificates mounted read-only.
 fn smoke_start(project: &Project, job: &Job, container: &str) -> Step {
-    let reference = bake::service_ref(&project.manifest, &job.service, job.target);
+    let reference = bake::service_image(&project.manifest, &job.service, job.target).reference();
     let mut step = docker::run_with_certs(
         container,
         &certs::RunAs::for_project(project),
@@ -335,7 +380,7 @@ fn smoke_start(project: &Project, job: &Job, container: &str) -> Step {
 fn smoke(project: &Project, job: &Job) -> Result<()> {
     let m = &project.manifest;
     let name = job.service.as_str();
-    let reference = bake::service_ref(m, name, job.target);
+    let reference = bake::service_image(m, name, job.target).reference();
     let container = container_name(job);
     let _removed = docker::Removed(container.clone());
     smoke_start(project, job, &container).run()?;
@@ -561,5 +606,94 @@ mod tests {
             ]
         );
         assert!(super::jobs(&m, &BTreeSet::new()).is_empty());
+    }
+
+    /// The plan of one job on the modern engine's facts, or the legacy one's.
+    fn plan_of(name: &str, modern: bool, o: &JobOptions, cosign: Option<&crate::cosign::Cosign>) -> String {
+        let project = crate::project::Project::load().unwrap();
+        let facts = build::test_facts(&project, modern);
+        let every = project.manifest.services.keys().map(|k| k.get_ref().clone()).collect();
+        let job = find(&jobs(&project.manifest, &every), name).unwrap();
+        job_plan(&project, &facts, &job, o, cosign).unwrap()
+    }
+
+    const NO_PUSH: JobOptions = JobOptions {
+        push: false,
+        sign: false,
+        allow_unscanned: false,
+        trivy: true,
+    };
+
+    #[test]
+    fn a_job_is_planned_from_the_facts_with_no_engine() {
+        for modern in [true, false] {
+            let plan = plan_of("gateway-prod-linux-amd64", modern, &NO_PUSH, None);
+            // One bake, or one per layer where the builder takes no named contexts: the
+            // job's own image loaded, without a provenance attestation (it would change
+            // its id), for the job's platform.
+            let bakes: Vec<&str> = plan.lines().filter(|l| l.contains("buildx bake")).collect();
+            assert_eq!(bakes.len(), if modern { 1 } else { 3 }, "{plan}");
+            assert!(
+                bakes.last().unwrap().contains("--provenance=false --load ")
+                    && bakes.last().unwrap().trim_end().ends_with(" gateway-prod"),
+                "{plan}"
+            );
+            for step in [
+                "docker run --detach --name slipway-ci-gateway-prod-linux-amd64-",
+                "--read-only",
+                "# image policy: gateway's Dockerfile",
+                "trivy image --quiet --format json",
+            ] {
+                assert!(plan.contains(step), "`{step}` missing from:\n{plan}");
+            }
+            assert!(!plan.contains("agent-prod"), "only the job's own image: {plan}");
+            assert!(!plan.contains("--push"), "{plan}");
+        }
+        // A local job runs the service's own checks in its local image.
+        let local = plan_of("agent-local-linux-amd64", true, &NO_PUSH, None);
+        for check in ["ruff format --check", "mypy", "pytest"] {
+            assert!(local.contains(check), "`{check}` missing from:\n{local}");
+        }
+        // No Trivy: the plan says the scan is skipped.
+        let untried = plan_of(
+            "agent-dev-linux-amd64",
+            true,
+            &JobOptions {
+                trivy: false,
+                ..NO_PUSH
+            },
+            None,
+        );
+        assert!(
+            untried.contains("# no scan of localhost:5000/platform/agent:"),
+            "{untried}"
+        );
+    }
+
+    #[test]
+    fn a_pushing_job_releases_signs_by_digest_and_attests_where_the_builder_can() {
+        let cosign = crate::cosign::Cosign {
+            key: Some("env://COSIGN_PRIVATE_KEY".into()),
+            from: "a plan test".into(),
+            identity: None,
+            tlog: false,
+            insecure: true,
+        };
+        let push = JobOptions {
+            push: true,
+            sign: true,
+            ..NO_PUSH
+        };
+        let modern = plan_of("agent-prod-linux-amd64", true, &push, Some(&cosign));
+        assert!(modern.contains("--push --provenance=mode=max agent-prod"), "{modern}");
+        assert!(
+            modern.contains("cosign sign --yes --key env://COSIGN_PRIVATE_KEY --allow-insecure-registry")
+                && modern.contains("'localhost:5000/platform/agent@sha256:<digest>'"),
+            "{modern}"
+        );
+        // The classic store attaches no attestation: the push asks for none.
+        let legacy = plan_of("agent-prod-linux-amd64", false, &push, Some(&cosign));
+        assert!(legacy.contains("--push agent-prod"), "{legacy}");
+        assert!(!legacy.contains("--provenance=mode=max"), "{legacy}");
     }
 }

@@ -35,14 +35,13 @@ impl flags::Dev {
             for change in certs::plan(&project.certs_dir(), &spec, None)? {
                 println!("certificate {} {}", change.what, change.file);
             }
-            build::build(
+            build::show(
                 project,
-                &[],
-                target,
-                None,
-                build::Mode {
-                    dry_run: true,
-                    ..Default::default()
+                &build::Request {
+                    names: Vec::new(),
+                    target,
+                    platforms: None,
+                    push: false,
                 },
             )?;
             let up = stack.step("start the stack", &["up", "--detach", "--no-build", "--remove-orphans"]);

@@ -29,7 +29,7 @@ use crate::{flags, project::Project, ui};
 pub fn check_image(project: &Project, name: &str, target: Target) -> Result<Vec<String>> {
     let m = &project.manifest;
     let file = project.root.join(m.services[name].path.get_ref()).join("Dockerfile");
-    let reference = crate::bake::service_ref(m, name, target);
+    let reference = crate::bake::service_image(m, name, target).reference();
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let mut violations: Vec<String> = dockerfile(&text, target).into_iter().collect();
     let inspect = crate::docker::inspect_image(&reference)
@@ -58,7 +58,7 @@ impl flags::Lint {
                     .root
                     .join(m.services[name.as_str()].path.get_ref())
                     .join("Dockerfile");
-                let reference = crate::bake::service_ref(m, name, target);
+                let reference = crate::bake::service_image(m, name, target).reference();
                 println!("check {} ({target}) and every layer of {reference}", file.display());
                 continue;
             }

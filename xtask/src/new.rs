@@ -82,7 +82,7 @@ fn format(project: &Project, new: &scaffold::NewService) -> Result<()> {
     let template = scaffold::template(new.kind);
     let (image, build, target, command): (String, &str, Target, Vec<String>) = match new.kind {
         Kind::Python => (
-            bake::service_ref(m, template, Target::Local),
+            bake::service_image(m, template, Target::Local).reference(),
             template,
             Target::Local,
             vec![

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::build::{self, Mode};
+use crate::build::{self, BuildPlan, Facts};
 use crate::cosign::{self, Cosign};
 use crate::scan::{self, Record};
 use crate::{bake, flags, project::Project, ui};
@@ -37,8 +37,8 @@ impl flags::Release {
                 sign: self.sign,
                 key: self.key,
                 allow_unscanned: self.allow_unscanned,
-                dry_run,
             },
+            dry_run,
         )?;
         Ok(())
     }
@@ -53,7 +53,6 @@ pub struct Options {
     pub sign: bool,
     pub key: Option<String>,
     pub allow_unscanned: bool,
-    pub dry_run: bool,
 }
 
 /// One pushed image.
@@ -67,10 +66,68 @@ pub struct Released {
     pub signed: bool,
 }
 
-/// Build, check, push and sign; returns what was pushed (nothing without `--push`).
-pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
+/// A release, planned from the build's facts: the build that loads the images (to check
+/// their scans), with `--push` the build that pushes them, and the signatures of what the
+/// push reports. Pure: [`plan`] asks nothing of the engine.
+#[derive(Debug, Clone)]
+pub struct ReleasePlan {
+    /// The images asked for.
+    pub wanted: Vec<bake::Image>,
+    pub load: BuildPlan,
+    pub push: Option<BuildPlan>,
+    pub cosign: Option<Cosign>,
+}
+
+impl ReleasePlan {
+    /// What a dry run shows, in order.
+    pub fn render(&self, project: &Project) -> String {
+        let mut out = String::from("# build (load), then check each image's scan verdict\n");
+        out.push_str(&self.load.render(project));
+        if let Some(push) = &self.push {
+            out.push_str("# push\n");
+            out.push_str(&push.render(project));
+        }
+        if let Some(c) = &self.cosign {
+            out.push_str("# sign each pushed image by the digest in bake's metadata file\n");
+            for image in &self.wanted {
+                out.push_str(&format!(
+                    "{}\n",
+                    c.sign_step(&image.at("sha256:<digest>")).command_line()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Plan the release `o` from the facts, signing with `cosign` (already checked).
+pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign>) -> Result<ReleasePlan> {
     let m = &project.manifest;
     let names = m.service_names(&o.names)?;
+    let request = build::Request {
+        names: names.clone(),
+        target: o.target,
+        platforms: None,
+        push: false,
+    };
+    let load = build::plan(project, facts, &request)?;
+    let push = if o.push {
+        Some(build::plan(project, facts, &build::Request { push: true, ..request })?)
+    } else {
+        None
+    };
+    Ok(ReleasePlan {
+        wanted: names.iter().map(|n| bake::service_image(m, n, o.target)).collect(),
+        load,
+        push,
+        cosign,
+    })
+}
+
+/// Build, check, push and sign (or, with `dry_run`, print the plan); returns what was
+/// pushed (nothing without `--push`).
+pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Released>> {
+    let m = &project.manifest;
     if o.sign && !o.push {
         bail!(
             "--sign signs the digests that --push pushes: add --push (an image is never signed by tag, which can move)"
@@ -86,30 +143,16 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
             "cosign is not installed, so nothing can be signed: install it (Sigstore publishes static binaries and Debian packages), then run release again"
         );
     }
-    let wanted: Vec<bake::Image> = names.iter().map(|n| bake::service_image(m, n, o.target)).collect();
-
-    if o.dry_run {
-        let load = Mode {
-            dry_run: true,
-            ..Mode::default()
-        };
-        println!("# build (load), then check each image's scan verdict");
-        build::build(project, &names, o.target, None, load)?;
-        if o.push {
-            println!("# push");
-            build::build(project, &names, o.target, None, Mode { push: true, ..load })?;
-        }
-        if let Some(c) = &cosign {
-            println!("# sign each pushed image by the digest in bake's metadata file");
-            for image in &wanted {
-                println!("{}", c.sign_step(&image.at("sha256:<digest>")).command_line());
-            }
-        }
+    let facts = Facts::probe(project, dry_run)?;
+    let plan = plan(project, &facts, o, cosign)?;
+    if dry_run {
+        print!("{}", plan.render(project));
         return Ok(Vec::new());
     }
+    let wanted = &plan.wanted;
 
     ui::step(&format!("build the {} images (what changed)", o.target));
-    let built = build::build(project, &names, o.target, None, Mode::default())?;
+    let built = build::run(project, &facts, &plan.load, false)?;
     let mut ids = BTreeMap::new();
     let (mut unscanned, mut blocked) = (Vec::new(), Vec::new());
     for image in built.iter().filter(|b| wanted.contains(&b.image)) {
@@ -143,22 +186,13 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
         }
         ui::warn(&format!("--allow-unscanned: pushing without a scan: {list}"));
     }
-    if !o.push {
+    let Some(push) = &plan.push else {
         ui::note("nothing pushed: `--push` pushes these tags, `--push --sign` signs them too");
         return Ok(Vec::new());
-    }
+    };
 
     ui::step(&format!("push to {}", m.registry.get_ref()));
-    let pushed = build::build(
-        project,
-        &names,
-        o.target,
-        None,
-        Mode {
-            push: true,
-            ..Mode::default()
-        },
-    )?;
+    let pushed = build::run(project, &facts, push, false)?;
     let mut released = Vec::new();
     for image in pushed.iter().filter(|b| wanted.contains(&b.image)) {
         let reference = image.image.reference();
@@ -180,7 +214,7 @@ pub fn release(project: &Project, o: &Options) -> Result<Vec<Released>> {
             signed: false,
         });
     }
-    if let Some(c) = &cosign {
+    if let Some(c) = &plan.cosign {
         ui::step(&format!(
             "sign {} image(s) by digest ({})",
             released.len(),

@@ -204,7 +204,7 @@ impl flags::Scan {
             // The image the report is about: a service (its image at --target), or a reference.
             let reference = match self.names.as_slice() {
                 [name] if project.manifest.services.contains_key(name.as_str()) => {
-                    bake::service_ref(&project.manifest, name, target)
+                    bake::service_image(&project.manifest, name, target).reference()
                 }
                 [name] => name.clone(),
                 _ => bail!(
@@ -227,11 +227,20 @@ impl flags::Scan {
                  images unless given --allow-unscanned"
             );
         }
+        if dry_run {
+            for name in &names {
+                println!(
+                    "{}",
+                    trivy_step(&bake::service_image(&project.manifest, name, target))
+                        .0
+                        .command_line()
+                );
+            }
+            return Ok(());
+        }
         let mut verdicts = Vec::new();
         for name in &names {
-            if let Some(verdict) = scan_image(project, name, target, dry_run)? {
-                verdicts.push(verdict);
-            }
+            verdicts.push(scan_image(project, name, target)?);
         }
         finish(&verdicts)
     }
@@ -245,16 +254,14 @@ pub fn trivy_installed() -> bool {
     which::which("trivy").is_ok()
 }
 
-/// Scan one service's image at `target` with Trivy and keep the verdict (`None` for a
-/// dry run, which prints the step).
-pub fn scan_image(
-    project: &Project,
-    name: &str,
-    target: crate::manifest::Target,
-    dry_run: bool,
-) -> Result<Option<Verdict>> {
-    let reference = bake::service_ref(&project.manifest, name, target);
-    let out = std::env::temp_dir().join(format!("slipway-trivy-{}-{name}.json", std::process::id()));
+/// The Trivy step that scans `image` (a service's image), and the report file it writes.
+pub fn trivy_step(image: &bake::Image) -> (Step, std::path::PathBuf) {
+    let reference = image.reference();
+    let out = std::env::temp_dir().join(format!(
+        "slipway-trivy-{}-{}.json",
+        std::process::id(),
+        image.repository.rsplit('/').next().unwrap_or("image")
+    ));
     let step = Step::new(format!("scan {reference}"), "trivy")
         .args([
             "image",
@@ -267,22 +274,28 @@ pub fn scan_image(
         ])
         .output(Output::Capture)
         .timeout(Duration::from_secs(900))
+        .scratch(&out)
         .on_fail(
             "Trivy needs its vulnerability database: online it downloads it; offline, provide it (trivy --cache-dir)",
         );
-    if dry_run {
-        println!("{}", step.command_line());
-        return Ok(None);
-    }
+    (step, out)
+}
+
+/// Scan one service's image at `target` with Trivy and keep the verdict.
+pub fn scan_image(project: &Project, name: &str, target: crate::manifest::Target) -> Result<Verdict> {
+    let image = bake::service_image(&project.manifest, name, target);
+    let reference = image.reference();
+    let (step, out) = trivy_step(&image);
     let id = crate::docker::image_id(&reference).ok_or_else(|| {
         anyhow::anyhow!("no image {reference} to scan: build it first (`cargo xtask build {name} --target {target}`)")
     })?;
     let subject = Subject::local(&reference)?;
     step.run()?;
-    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let text = std::fs::read_to_string(&out);
     let _ = std::fs::remove_file(&out);
+    let value: serde_json::Value = serde_json::from_str(&text?)?;
     bind(&value, &subject)?;
-    Ok(Some(judge(project, &reference, Some(&id), &value)?))
+    judge(project, &reference, Some(&id), &value)
 }
 
 /// Fail when any verdict blocks the push.

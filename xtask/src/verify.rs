@@ -24,14 +24,15 @@ struct Outcome {
 impl flags::Verify {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         let m = &project.manifest;
-        let images: Vec<String> = if self.images.is_empty() {
+        let wanted: Vec<Wanted> = if self.images.is_empty() {
             m.services
                 .keys()
-                .map(|s| bake::service_ref(m, s.get_ref(), crate::manifest::Target::Prod))
+                .map(|s| Wanted::of(bake::service_image(m, s.get_ref(), crate::manifest::Target::Prod)))
                 .collect()
         } else {
             self.images.iter().map(|i| expand(m, i)).collect()
         };
+        let images: Vec<&str> = wanted.iter().map(|w| w.reference.as_str()).collect();
         for image in &images {
             // A bare word that is no service is a typo more often than an image on Docker Hub.
             if !image.contains('/') && !image.contains(':') {
@@ -60,11 +61,15 @@ impl flags::Verify {
             cosign.describe()
         ));
         let mut outcomes = Vec::new();
-        for image in &images {
+        for Wanted {
+            reference: image,
+            repository,
+        } in &wanted
+        {
             let ran = cosign.verify_step(image).run_unchecked()?;
             // The digest the signature covers, or why there is none.
             let checked = match (ran.status.success(), signed_digest(&ran.stdout)) {
-                (true, Some(digest)) => Ok(format!("{}@{digest}", repository_of(image))),
+                (true, Some(digest)) => Ok(format!("{repository}@{digest}")),
                 (true, None) => Err("cosign said yes but named no digest".to_owned()),
                 (false, _) => Err(why(&ran.stderr)),
             };
@@ -97,18 +102,44 @@ impl flags::Verify {
     }
 }
 
+/// An image to verify: the reference cosign checks, and the repository the signed
+/// digest belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    reference: String,
+    repository: String,
+}
+
+impl Wanted {
+    /// A service's image, as the build names it.
+    fn of(image: bake::Image) -> Wanted {
+        Wanted {
+            reference: image.reference(),
+            repository: image.repository,
+        }
+    }
+}
+
 /// A service name stands for its prod image; `SERVICE@sha256:...` and `SERVICE:TAG` for
-/// that digest or tag of its repository. Anything else is a reference as given.
-fn expand(m: &crate::manifest::Manifest, image: &str) -> String {
+/// that digest or tag of its repository. Anything else is a reference as given, split
+/// once into its repository.
+fn expand(m: &crate::manifest::Manifest, image: &str) -> Wanted {
     if m.services.contains_key(image) {
-        return bake::service_ref(m, image, crate::manifest::Target::Prod);
+        return Wanted::of(bake::service_image(m, image, crate::manifest::Target::Prod));
     }
     let cut = image.find(['@', ':']).unwrap_or(image.len());
     let (name, rest) = image.split_at(cut);
     if !name.contains('/') && m.services.contains_key(name) {
-        return format!("{}{rest}", bake::repository(m, name));
+        let repository = bake::repository(m, name);
+        return Wanted {
+            reference: format!("{repository}{rest}"),
+            repository,
+        };
     }
-    image.to_owned()
+    Wanted {
+        reference: image.to_owned(),
+        repository: repository_of(image).to_owned(),
+    }
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -177,10 +208,13 @@ mod tests {
     fn service_names_stand_for_their_repository() {
         let p = Project::load().unwrap();
         let m = &p.manifest;
-        assert_eq!(expand(m, "gateway"), "localhost:5000/platform/gateway:0.1.0");
-        assert_eq!(expand(m, "agent@sha256:ab"), "localhost:5000/platform/agent@sha256:ab");
-        assert_eq!(expand(m, "agent:0.1.0-dev"), "localhost:5000/platform/agent:0.1.0-dev");
-        assert_eq!(expand(m, "other.example/x/y:1"), "other.example/x/y:1");
-        assert_eq!(expand(m, "nginx:1"), "nginx:1");
+        let reference = |i: &str| expand(m, i).reference;
+        assert_eq!(reference("gateway"), "localhost:5000/platform/gateway:0.1.0");
+        assert_eq!(reference("agent@sha256:ab"), "localhost:5000/platform/agent@sha256:ab");
+        assert_eq!(reference("agent:0.1.0-dev"), "localhost:5000/platform/agent:0.1.0-dev");
+        assert_eq!(reference("other.example/x/y:1"), "other.example/x/y:1");
+        assert_eq!(reference("nginx:1"), "nginx:1");
+        assert_eq!(expand(m, "agent:0.1.0-dev").repository, "localhost:5000/platform/agent");
+        assert_eq!(expand(m, "other.example/x/y:1").repository, "other.example/x/y");
     }
 }
