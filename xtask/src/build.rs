@@ -344,6 +344,8 @@ pub fn build(
     platforms: Option<Vec<String>>,
     mode: Mode,
 ) -> Result<Vec<Built>> {
+    // What the user typed, first: an unknown image is named before anything is asked.
+    bake::selection(&project.manifest, names, target)?;
     let facts = Facts::probe(project, mode.print)?;
     let request = Request {
         names: names.to_vec(),
@@ -358,6 +360,7 @@ pub fn build(
 /// What a dry run of the build `request` prints: the plan, made from facts probed as a
 /// plan that only shows them (no engine or Root CA needed), and nothing run.
 pub fn show(project: &Project, request: &Request) -> Result<()> {
+    bake::selection(&project.manifest, &request.names, request.target)?;
     let facts = Facts::probe(project, true)?;
     print!("{}", plan(project, &facts, request)?.render(project));
     Ok(())

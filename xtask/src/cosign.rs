@@ -170,7 +170,25 @@ impl Cosign {
 
     /// `cosign sign` of one `name@digest`.
     pub fn sign_step(&self, image: &str) -> Step {
-        let mut step = self.common(Step::new(format!("sign {image}"), "cosign").args(["sign", "--yes"]));
+        self.writing(
+            Step::new(format!("sign {image}"), "cosign").args(["sign", "--yes"]),
+            image,
+        )
+    }
+
+    /// `cosign attest` of one `name@digest`: the file `predicate` as an in-toto statement
+    /// of `kind` (`cyclonedx`), signed like the image and stored beside it.
+    pub fn attest_step(&self, image: &str, kind: &str, predicate: &std::path::Path) -> Step {
+        let step = Step::new(format!("attest the {kind} SBOM of {image}"), "cosign")
+            .args(["attest", "--yes", "--type", kind, "--predicate"])
+            .arg(predicate.display().to_string());
+        self.writing(step, image)
+    }
+
+    /// What every signature written passes: the key, the registry, and, where there is no
+    /// transparency log, the flags that keep it out of one.
+    fn writing(&self, step: Step, image: &str) -> Step {
+        let mut step = self.common(step);
         if !self.tlog {
             // cosign 3 signs through a signing config by default, which names a log: it
             // must be turned off for a signature without one. Older cosign lacks the flag.
@@ -187,9 +205,26 @@ impl Cosign {
             )
     }
 
+    /// `cosign verify-attestation --type kind` of one image: each verified statement, one
+    /// JSON document a line, on stdout.
+    pub fn verify_attestation_step(&self, image: &str, kind: &str) -> Step {
+        let step = Step::new(format!("verify the {kind} attestation of {image}"), "cosign").args([
+            "verify-attestation",
+            "--type",
+            kind,
+        ]);
+        self.checking(step).arg(image)
+    }
+
     /// `cosign verify` of one image (tag or digest); JSON on stdout.
     pub fn verify_step(&self, image: &str) -> Step {
-        let mut step = self.common(Step::new(format!("verify {image}"), "cosign").arg("verify"));
+        let step = Step::new(format!("verify {image}"), "cosign").arg("verify");
+        self.checking(step).args(["--output", "json", image])
+    }
+
+    /// What every verification passes: the key or the keyless identity, and the log.
+    fn checking(&self, step: Step) -> Step {
+        let mut step = self.common(step);
         if let Some((identity, issuer)) = &self.identity {
             step = step.args([
                 "--certificate-identity-regexp",
@@ -201,9 +236,7 @@ impl Cosign {
         if !self.tlog {
             step = step.arg("--insecure-ignore-tlog=true");
         }
-        step.args(["--output", "json", image])
-            .output(Output::Capture)
-            .timeout(Duration::from_secs(120))
+        step.output(Output::Capture).timeout(Duration::from_secs(120))
     }
 }
 

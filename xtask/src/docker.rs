@@ -196,6 +196,37 @@ pub fn image_id(reference: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The BuildKit provenance attached to an image in its registry (`docker buildx
+/// imagetools inspect`): the SLSA predicate, or why there is none.
+pub fn provenance(reference: &str) -> Result<serde_json::Value, String> {
+    let ran = query(
+        &[
+            "buildx",
+            "imagetools",
+            "inspect",
+            "--format",
+            "{{json .Provenance}}",
+            reference,
+        ],
+        60,
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    if !ran.status.success() {
+        return Err(format!(
+            "the registry did not answer for {reference}: {}",
+            ran.stderr.trim().lines().last().unwrap_or("no reason given")
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(ran.stdout.trim()).map_err(|e| format!("imagetools printed no JSON: {e}"))?;
+    // One platform: `{"SLSA": ...}`; several: one such object per platform.
+    let slsa = value
+        .get("SLSA")
+        .cloned()
+        .or_else(|| value.as_object()?.values().find_map(|p| p.get("SLSA").cloned()));
+    slsa.ok_or_else(|| "no provenance attestation beside it".to_owned())
+}
+
 /// `docker image inspect` of one image, as JSON.
 pub fn inspect_image(reference: &str) -> anyhow::Result<serde_json::Value> {
     let ran = query(&["image", "inspect", reference], 30)?;

@@ -207,6 +207,18 @@ xflags::xflags! {
             optional --report file: PathBuf
         }
 
+        /// Write a CycloneDX SBOM of each service's image, read from the image itself:
+        /// Debian packages, Python distributions, the Rust crates cargo-auditable
+        /// embedded in its binaries (to .<brand>/sbom/NAME-TARGET.cdx.json).
+        cmd sbom {
+            /// Services to describe (default: every service).
+            repeated names: String
+            /// The stage to describe: local, dev or prod (default: prod).
+            optional --target target: Target
+            /// Write the SBOM here instead (one service).
+            optional --output file: PathBuf
+        }
+
         /// Release the service images: compute their tags (seed 002), push them, then
         /// sign each pushed image by the digest bake recorded, never by tag (cosign).
         /// Refuses an image without a passing scan of that very build.
@@ -238,6 +250,9 @@ xflags::xflags! {
             optional --key key: String
             /// Print the verified digests as JSON.
             optional --json
+            /// Accept images without a provenance attestation (pushed by a builder that
+            /// attaches none, such as Docker 20.10's classic image store).
+            optional --no-provenance
         }
 
         /// Measure every target of the spec on this machine, each beside its comparison,
@@ -306,6 +321,7 @@ pub enum XtaskCmd {
     Deps(Deps),
     Ci(Ci),
     Scan(Scan),
+    Sbom(Sbom),
     Release(Release),
     Verify(Verify),
     Bench(Bench),
@@ -434,6 +450,14 @@ pub struct Scan {
 }
 
 #[derive(Debug)]
+pub struct Sbom {
+    pub names: Vec<String>,
+
+    pub target: Option<Target>,
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug)]
 pub struct Release {
     pub names: Vec<String>,
 
@@ -450,6 +474,7 @@ pub struct Verify {
 
     pub key: Option<String>,
     pub json: bool,
+    pub no_provenance: bool,
 }
 
 #[derive(Debug)]

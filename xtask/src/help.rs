@@ -26,6 +26,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["ci"],
     &["ci", "matrix"],
     &["scan"],
+    &["sbom"],
     &["release"],
     &["verify"],
     &["bench"],

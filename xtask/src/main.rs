@@ -37,6 +37,7 @@ mod project;
 mod ps;
 mod release;
 mod remove;
+mod sbom;
 mod scaffold;
 mod scan;
 mod test;
@@ -109,6 +110,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Deps(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Ci(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Scan(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Sbom(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Release(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Verify(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Bench(cmd) => cmd.run(&project::Project::load()?, dry_run),
@@ -136,6 +138,7 @@ impl flags::Xtask {
             flags::XtaskCmd::Deps(_) => "deps",
             flags::XtaskCmd::Ci(_) => "ci",
             flags::XtaskCmd::Scan(_) => "scan",
+            flags::XtaskCmd::Sbom(_) => "sbom",
             flags::XtaskCmd::Release(_) => "release",
             flags::XtaskCmd::Verify(_) => "verify",
             flags::XtaskCmd::Bench(_) => "bench",

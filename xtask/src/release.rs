@@ -8,8 +8,12 @@
 //!    `--allow-unscanned`. Without `--push`, stop here.
 //! 3. Push with bake (`build --push`), and take each image's digest from bake's metadata
 //!    file; the pushed configuration must be the image that was scanned.
-//! 4. With `--sign`, sign every pushed image as `name@sha256:...` (never a tag) with
-//!    cosign: a key (file, `env://VAR`, KMS URI) or keyless where an OIDC token is there.
+//! 4. Write each pushed image's SBOM (`sbom.rs`, CycloneDX, read from the image that was
+//!    scanned and pushed) to `.<brand>/sbom/`.
+//! 5. With `--sign`, sign every pushed image as `name@sha256:...` (never a tag) with
+//!    cosign: a key (file, `env://VAR`, KMS URI) or keyless where an OIDC token is there;
+//!    and attest its SBOM by the same digest (`cosign attest --type cyclonedx`). The push
+//!    itself carries BuildKit's provenance where the builder attaches it.
 //!    Everything cosign needs is checked before anything is pushed.
 //!
 //! What was released is kept in `.<brand>/release/<target>.json`. [`Cosign`] is shared
@@ -64,7 +68,14 @@ pub struct Released {
     pub image: String,
     pub tags: Vec<String>,
     pub signed: bool,
+    /// The SBOM written for it (`.<brand>/sbom/...`).
+    pub sbom: String,
+    /// Whether the SBOM was attested (signed, stored beside the image) by its digest.
+    pub attested: bool,
 }
+
+/// The predicate type of the SBOM attestation (cosign's name for CycloneDX).
+pub const SBOM_TYPE: &str = "cyclonedx";
 
 /// A release, planned from the build's facts: the build that loads the images (to check
 /// their scans), with `--push` the build that pushes them, and the signatures of what the
@@ -72,7 +83,8 @@ pub struct Released {
 #[derive(Debug, Clone)]
 pub struct ReleasePlan {
     /// The images asked for.
-    pub wanted: Vec<bake::Image>,
+    /// The images asked for, each with its service.
+    pub wanted: Vec<(String, bake::Image)>,
     pub load: BuildPlan,
     pub push: Option<BuildPlan>,
     pub cosign: Option<Cosign>,
@@ -89,7 +101,7 @@ impl ReleasePlan {
         }
         if let Some(c) = &self.cosign {
             out.push_str("# sign each pushed image by the digest in bake's metadata file\n");
-            for image in &self.wanted {
+            for (_, image) in &self.wanted {
                 out.push_str(&format!(
                     "{}\n",
                     c.sign_step(&image.at("sha256:<digest>")).command_line()
@@ -117,7 +129,10 @@ pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign
         None
     };
     Ok(ReleasePlan {
-        wanted: names.iter().map(|n| bake::service_image(m, n, o.target)).collect(),
+        wanted: names
+            .iter()
+            .map(|n| (n.clone(), bake::service_image(m, n, o.target)))
+            .collect(),
         load,
         push,
         cosign,
@@ -128,6 +143,8 @@ pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign
 /// pushed (nothing without `--push`).
 pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Released>> {
     let m = &project.manifest;
+    // What the user typed, first: an unknown service is named before anything is asked.
+    m.service_names(&o.names)?;
     if o.sign && !o.push {
         bail!(
             "--sign signs the digests that --push pushes: add --push (an image is never signed by tag, which can move)"
@@ -149,13 +166,18 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
         print!("{}", plan.render(project));
         return Ok(Vec::new());
     }
-    let wanted = &plan.wanted;
+    let service_of = |image: &bake::Image| {
+        plan.wanted
+            .iter()
+            .find(|(_, wanted)| wanted == image)
+            .map(|(service, _)| service.as_str())
+    };
 
     ui::step(&format!("build the {} images (what changed)", o.target));
     let built = build::run(project, &facts, &plan.load, false)?;
     let mut ids = BTreeMap::new();
     let (mut unscanned, mut blocked) = (Vec::new(), Vec::new());
-    for image in built.iter().filter(|b| wanted.contains(&b.image)) {
+    for image in built.iter().filter(|b| service_of(&b.image).is_some()) {
         let reference = image.image.reference();
         ui::note(&format!("{}: tags {}", image.image.repository, image.tags.join(", ")));
         match scan::record(project, &reference, Some(&image.id)) {
@@ -194,7 +216,7 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
     ui::step(&format!("push to {}", m.registry.get_ref()));
     let pushed = build::run(project, &facts, push, false)?;
     let mut released = Vec::new();
-    for image in pushed.iter().filter(|b| wanted.contains(&b.image)) {
+    for (image, service) in pushed.iter().filter_map(|b| Some((b, service_of(&b.image)?))) {
         let reference = image.image.reference();
         let Some(digest) = &image.digest else {
             bail!("bake reports no digest for the pushed {reference}: nothing signed");
@@ -207,11 +229,23 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
                  nothing was signed; run release again"
             );
         }
+        // The SBOM of what was pushed: the local image has the configuration the
+        // registry now serves (checked above).
+        let sbom = crate::sbom::make(&image.image)?;
+        let sbom_file = crate::sbom::default_file(project, service, o.target);
+        crate::sbom::write(&sbom_file, &sbom)?;
+        ui::note(&format!(
+            "SBOM of {reference}: {} -> {}",
+            crate::sbom::summary(&sbom),
+            sbom_file.display()
+        ));
         released.push(Released {
             repository: image.image.repository.clone(),
             image: image.image.at(digest),
             tags: image.tags.clone(),
             signed: false,
+            sbom: sbom_file.display().to_string(),
+            attested: false,
         });
     }
     if let Some(c) = &plan.cosign {
@@ -223,6 +257,9 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
         for r in &mut released {
             c.sign_step(&r.image).run()?;
             r.signed = true;
+            c.attest_step(&r.image, SBOM_TYPE, std::path::Path::new(&r.sbom))
+                .run()?;
+            r.attested = true;
         }
     }
     // The record keeps each repository's last release; a partial release updates its own.
@@ -250,7 +287,11 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
     for r in &released {
         ui::note(&format!(
             "{} {}",
-            if r.signed { "pushed, signed:" } else { "pushed:        " },
+            if r.attested {
+                "pushed, signed, SBOM attested:"
+            } else {
+                "pushed:"
+            },
             r.image
         ));
     }

@@ -4,6 +4,12 @@
 //! and checks a signature over that digest: an unsigned image, one signed with another
 //! key, or a tag re-pointed at another image fails. Each verified image is printed with
 //! its digest, which is what to deploy.
+//!
+//! Then, by that digest, its attestations: the CycloneDX SBOM `release` attests
+//! (`cosign verify-attestation`, signed by the same key, its statement naming that
+//! digest) and BuildKit's provenance beside it in the registry (`--no-provenance`
+//! accepts images pushed by a builder that attaches none, such as Docker 20.10's). Each
+//! one missing or wrong is named.
 
 use anyhow::{Result, bail};
 use serde::Serialize;
@@ -18,6 +24,10 @@ struct Outcome {
     verified: bool,
     /// `name@sha256:...` that the signature covers.
     digest: Option<String>,
+    /// Components in the attested SBOM.
+    sbom_components: Option<usize>,
+    /// The provenance's build type (BuildKit's), when it was checked.
+    provenance: Option<String>,
     error: Option<String>,
 }
 
@@ -66,22 +76,18 @@ impl flags::Verify {
             repository,
         } in &wanted
         {
-            let ran = cosign.verify_step(image).run_unchecked()?;
-            // The digest the signature covers, or why there is none.
-            let checked = match (ran.status.success(), signed_digest(&ran.stdout)) {
-                (true, Some(digest)) => Ok(format!("{repository}@{digest}")),
-                (true, None) => Err("cosign said yes but named no digest".to_owned()),
-                (false, _) => Err(why(&ran.stderr)),
-            };
-            let outcome = Outcome {
-                image: image.clone(),
-                verified: checked.is_ok(),
-                digest: checked.clone().ok(),
-                error: checked.err(),
-            };
+            let outcome = check(&cosign, image, repository, !self.no_provenance)?;
             if !self.json {
                 match (&outcome.digest, &outcome.error) {
-                    (Some(d), _) => ui::note(&format!("verified  {image} -> {d}")),
+                    (Some(d), None) => ui::note(&format!(
+                        "verified  {image} -> {d} (signature; SBOM of {} components{})",
+                        outcome.sbom_components.unwrap_or(0),
+                        if outcome.provenance.is_some() {
+                            "; provenance"
+                        } else {
+                            ""
+                        }
+                    )),
                     (_, Some(e)) => ui::warn(&format!("FAILED    {image}: {e}")),
                     _ => {}
                 }
@@ -94,12 +100,133 @@ impl flags::Verify {
         let failed = outcomes.iter().filter(|o| !o.verified).count();
         if failed > 0 {
             bail!(
-                "{failed} of {} failed verification: do not deploy them (unsigned, signed with another key, or a tag that now points elsewhere)",
+                "{failed} of {} failed verification: do not deploy them (unsigned, signed with another key, a tag that now points elsewhere, or an attestation missing)",
                 plural(outcomes.len(), "image")
             );
         }
         Ok(())
     }
+}
+
+/// Verify one image: its signature, then by the signed digest its SBOM attestation and
+/// (with `provenance`) its provenance. The first problem found is the outcome's error.
+fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Result<Outcome> {
+    let mut outcome = Outcome {
+        image: image.to_owned(),
+        verified: false,
+        digest: None,
+        sbom_components: None,
+        provenance: None,
+        error: None,
+    };
+    let ran = cosign.verify_step(image).run_unchecked()?;
+    // The digest the signature covers, or why there is none.
+    let digest = match (ran.status.success(), signed_digest(&ran.stdout)) {
+        (true, Some(digest)) => digest,
+        (true, None) => {
+            outcome.error = Some("cosign said yes but named no digest".to_owned());
+            return Ok(outcome);
+        }
+        (false, _) => {
+            outcome.error = Some(format!("signature: {}", why(&ran.stderr)));
+            return Ok(outcome);
+        }
+    };
+    let pinned = format!("{repository}@{digest}");
+    outcome.digest = Some(pinned.clone());
+    let ran = cosign
+        .verify_attestation_step(&pinned, crate::release::SBOM_TYPE)
+        .run_unchecked()?;
+    if !ran.status.success() {
+        outcome.error = Some(format!(
+            "SBOM attestation: {} (`cargo xtask release --push --sign` attests one)",
+            why(&ran.stderr)
+        ));
+        return Ok(outcome);
+    }
+    match sbom_statement(&ran.stdout, &digest) {
+        Ok(components) => outcome.sbom_components = Some(components),
+        Err(e) => {
+            outcome.error = Some(format!("SBOM attestation: {e}"));
+            return Ok(outcome);
+        }
+    }
+    if provenance {
+        match crate::docker::provenance(&pinned) {
+            Ok(slsa) => {
+                outcome.provenance = Some(slsa["buildType"].as_str().unwrap_or("unknown").to_owned());
+            }
+            Err(e) => {
+                outcome.error = Some(format!(
+                    "provenance: {e} (push from a builder that attaches it, such as Docker's containerd image \
+                     store; `--no-provenance` accepts images without)"
+                ));
+                return Ok(outcome);
+            }
+        }
+    }
+    outcome.verified = true;
+    Ok(outcome)
+}
+
+/// The CycloneDX statement among cosign's verified attestations (one JSON envelope a
+/// line, its payload a base64 in-toto statement) that names `digest` as its subject: the
+/// number of components its SBOM lists.
+fn sbom_statement(stdout: &str, digest: &str) -> Result<usize, String> {
+    let want = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let mut seen = Vec::new();
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let envelope: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("cosign printed no JSON: {e}"))?;
+        let payload = envelope["payload"].as_str().unwrap_or_default();
+        let statement: serde_json::Value = base64_decode(payload)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or("an attestation whose payload is not a JSON statement")?;
+        if statement["predicateType"] != "https://cyclonedx.org/bom" {
+            continue;
+        }
+        let subjects: Vec<&str> = statement["subject"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["digest"]["sha256"].as_str())
+            .collect();
+        if !subjects.contains(&want) {
+            seen.extend(subjects.iter().map(|s| format!("sha256:{s}")));
+            continue;
+        }
+        let predicate = &statement["predicate"];
+        if predicate["bomFormat"] != "CycloneDX" {
+            return Err("the attested predicate is not a CycloneDX document".to_owned());
+        }
+        return Ok(predicate["components"].as_array().map_or(0, Vec::len));
+    }
+    if seen.is_empty() {
+        Err("no CycloneDX statement among the verified attestations".to_owned())
+    } else {
+        Err(format!(
+            "the CycloneDX statement names {} instead of {digest}",
+            seen.join(", ")
+        ))
+    }
+}
+
+/// Standard base64 (with or without padding), as in-toto envelopes carry payloads.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for byte in text.trim().bytes().filter(|b| *b != b'=') {
+        let value = ALPHABET.iter().position(|a| *a == byte)? as u32;
+        acc = (acc << 6) | value;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// An image to verify: the reference cosign checks, and the repository the signed
@@ -216,5 +343,65 @@ mod tests {
         assert_eq!(reference("nginx:1"), "nginx:1");
         assert_eq!(expand(m, "agent:0.1.0-dev").repository, "localhost:5000/platform/agent");
         assert_eq!(expand(m, "other.example/x/y:1").repository, "other.example/x/y");
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        while !out.len().is_multiple_of(4) {
+            out.push('=');
+        }
+        out
+    }
+
+    fn envelope(predicate_type: &str, digest: &str, predicate: serde_json::Value) -> String {
+        let statement = serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "subject": [{"name": "localhost:5000/platform/agent", "digest": {"sha256": digest}}],
+            "predicateType": predicate_type,
+            "predicate": predicate,
+        });
+        serde_json::json!({"payloadType": "application/vnd.in-toto+json",
+            "payload": base64(statement.to_string().as_bytes()), "signatures": []})
+        .to_string()
+    }
+
+    #[test]
+    fn the_sbom_statement_must_name_the_signed_digest() {
+        let sbom = serde_json::json!({"bomFormat": "CycloneDX", "components": [{"name": "a"}, {"name": "b"}]});
+        let good = envelope("https://cyclonedx.org/bom", "ab12", sbom.clone());
+        assert_eq!(sbom_statement(&good, "sha256:ab12"), Ok(2));
+        // Another image's SBOM, signed by the same key, does not stand for this one.
+        let err = sbom_statement(&good, "sha256:cd34").unwrap_err();
+        assert!(err.contains("names sha256:ab12 instead of sha256:cd34"), "{err}");
+        // Provenance alone is no SBOM; an SPDX-typed predicate that is not CycloneDX neither.
+        let other = envelope("https://slsa.dev/provenance/v0.2", "ab12", serde_json::json!({}));
+        assert!(
+            sbom_statement(&other, "sha256:ab12")
+                .unwrap_err()
+                .contains("no CycloneDX statement")
+        );
+        let fake = envelope(
+            "https://cyclonedx.org/bom",
+            "ab12",
+            serde_json::json!({"spdxVersion": "SPDX-2.3"}),
+        );
+        assert!(
+            sbom_statement(&fake, "sha256:ab12")
+                .unwrap_err()
+                .contains("not a CycloneDX")
+        );
+        assert_eq!(base64_decode("aGk="), Some(b"hi".to_vec()));
+        assert_eq!(base64_decode("aGk"), Some(b"hi".to_vec()));
+        assert_eq!(base64_decode("a!"), None);
     }
 }
