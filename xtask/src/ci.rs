@@ -121,6 +121,10 @@ impl flags::Ci {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         match self.subcommand {
             flags::CiCmd::Matrix(cmd) => cmd.run(project, dry_run),
+            flags::CiCmd::Workflow(_) => {
+                print!("{}", workflow(&project.manifest));
+                Ok(())
+            }
             flags::CiCmd::Run(cmd) => cmd.run(project, dry_run),
         }
     }
@@ -156,6 +160,7 @@ impl flags::Run {
         let options = JobOptions {
             push: self.push,
             sign: self.sign,
+            key: self.key.clone(),
             allow_unscanned: self.allow_unscanned,
             trivy: scan::trivy_installed(),
         };
@@ -163,7 +168,11 @@ impl flags::Run {
             // Every job planned from one probe of the facts.
             let facts = build::Facts::probe(project, true)?;
             let cosign = if self.sign {
-                Some(crate::cosign::Cosign::signing(project, None, &crate::cosign::env)?)
+                Some(crate::cosign::Cosign::signing(
+                    project,
+                    self.key.as_deref(),
+                    &crate::cosign::env,
+                )?)
             } else {
                 None
             };
@@ -239,10 +248,12 @@ fn with_ci_cache(project: &Project) -> Project {
 }
 
 /// How jobs run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JobOptions {
     pub push: bool,
     pub sign: bool,
+    /// The signing key (`release --key`).
+    pub key: Option<String>,
     pub allow_unscanned: bool,
     /// Whether Trivy is installed (the scan step runs only then).
     pub trivy: bool,
@@ -255,7 +266,7 @@ fn job_release(job: &Job, o: &JobOptions) -> release::Options {
         target: job.target,
         push: true,
         sign: o.sign,
-        key: None,
+        key: o.key.clone(),
         allow_unscanned: o.allow_unscanned,
     }
 }
@@ -451,7 +462,10 @@ impl flags::Matrix {
             Some(since) => affected_since(project, since)?,
             None => m.services.keys().map(|k| k.get_ref().clone()).collect(),
         };
-        let jobs = jobs(m, &services);
+        let jobs: Vec<Job> = jobs(m, &services)
+            .into_iter()
+            .filter(|j| self.target.is_none_or(|t| j.target == t))
+            .collect();
         if self.json {
             println!("{}", serde_json::json!({ "include": jobs }));
         } else if jobs.is_empty() {
@@ -468,16 +482,49 @@ impl flags::Matrix {
 /// Where the workflow is written (by `cargo xtask codegen`).
 pub const WORKFLOW: &str = ".github/workflows/ci.yml";
 
+/// The `image` job's matrix and its set-up steps.
+const IMAGE_STEPS: &str = r#"    strategy:
+      fail-fast: false
+      matrix: ${{ fromJSON(needs.matrix.outputs.jobs) }}
+    steps:
+      - uses: actions/checkout@v4
+      # A docker-container builder: bake can export its cache, and attach provenance.
+      - uses: docker/setup-buildx-action@v3
+      # Exposes the Actions cache service to run steps (bake's `type=gha` cache).
+      - uses: crazy-max/ghaction-github-runtime@v3
+      # `cargo xtask ci run` scans with Trivy when it is installed.
+      - uses: aquasecurity/setup-trivy@v0.2.2
+        with:
+          cache: true
+"#;
+
 /// The GitHub Actions workflow: every `run:` step is a `cargo xtask` command, so a
-/// laptop runs what CI runs. `test` runs the test suite; `matrix` lists the jobs whose
-/// images changed (`ci matrix --since`); `image` runs each with `ci run`, with the
-/// Actions cache for bake, and on `main` pushes and signs (keyless, by the workflow's
-/// OIDC token) the prod images.
+/// laptop runs what CI runs. `test` runs the test suite with what it needs installed;
+/// `matrix` lists the jobs whose images changed (`ci matrix --since`); `image` runs each
+/// with `ci run`, with the Actions cache for bake. Where the manifest names `ci.registry`,
+/// `image` on `main` also pushes the prod images there, signs them and attests their
+/// SBOMs, and `verify` checks each pushed image (signature, SBOM, provenance): what a
+/// deploy or promotion job must need. Signing is keyless (the workflow's OIDC token, the
+/// public transparency log) unless the manifest names a key or turns the log off: then
+/// the key comes from the secrets COSIGN_PRIVATE_KEY and COSIGN_PASSWORD.
 pub fn workflow(m: &Manifest) -> String {
-    let registry = m.registry.get_ref();
-    format!(
+    let push_to = m.ci.registry.as_ref().map(|r| r.get_ref().as_str());
+    let keyed = m.release.key.is_some() || m.release.tlog == Some(false);
+    let header = match push_to {
+        Some(registry) => format!(
+            "# Prod images are pushed on main to {registry} (ci.registry in slipway.toml), signed {}, and verified.",
+            if keyed {
+                "with the key in the secrets COSIGN_PRIVATE_KEY and COSIGN_PASSWORD"
+            } else {
+                "keyless (the workflow's OIDC token)"
+            }
+        ),
+        None => "# No ci.registry in slipway.toml: every affected image is built and tested, none pushed.".to_owned(),
+    };
+    let mut text = format!(
         r#"# Generated by `cargo xtask codegen` from xtask/src/ci.rs: do not edit.
 # Every `run:` step is a `cargo xtask` command; run the same one on your machine.
+{header}
 name: ci
 
 on:
@@ -499,9 +546,15 @@ jobs:
   test:
     name: cargo xtask test
     runs-on: ubuntu-latest
-    timeout-minutes: 30
+    timeout-minutes: 60
     steps:
       - uses: actions/checkout@v4
+      # What the engine tests use beside Docker: a local registry and mmdebstrap (the
+      # air-gapped bootstrap), cosign (signatures).
+      - uses: awalsh128/cache-apt-pkgs-action@v1
+        with:
+          packages: docker-registry mmdebstrap
+      - uses: sigstore/cosign-installer@v3
       - run: cargo xtask test
 
   matrix:
@@ -509,16 +562,19 @@ jobs:
     runs-on: ubuntu-latest
     timeout-minutes: 10
     outputs:
-      jobs: ${{{{ steps.matrix.outputs.jobs }}}}
+      jobs: ${{{{ steps.jobs.outputs.jobs }}}}
+      prod: ${{{{ steps.prod.outputs.jobs }}}}
+    env:
+      # The pull request's base, or the commit before the push.
+      SINCE: ${{{{ github.event.pull_request.base.sha || github.event.before }}}}
     steps:
       - uses: actions/checkout@v4
         with:
           fetch-depth: 0
-      - id: matrix
-        env:
-          # The pull request's base, or the commit before the push.
-          SINCE: ${{{{ github.event.pull_request.base.sha || github.event.before }}}}
+      - id: jobs
         run: echo "jobs=$(cargo xtask ci matrix --json --since "$SINCE")" >> "$GITHUB_OUTPUT"
+      - id: prod
+        run: echo "jobs=$(cargo xtask ci matrix --json --since "$SINCE" --target prod)" >> "$GITHUB_OUTPUT"
 
   image:
     name: ${{{{ matrix.job }}}}
@@ -526,43 +582,98 @@ jobs:
     if: fromJSON(needs.matrix.outputs.jobs).include[0] != null
     runs-on: ubuntu-latest
     timeout-minutes: 45
-    permissions:
+"#
+    );
+    let Some(registry) = push_to else {
+        text.push_str(IMAGE_STEPS);
+        text.push_str(
+            r#"      - name: cargo xtask ci run
+        env:
+          JOB: ${{ matrix.job }}
+        run: cargo xtask ci run "$JOB"
+"#,
+        );
+        return text;
+    };
+    let host = registry.split('/').next().unwrap_or(registry);
+    let login = |indent: &str| {
+        format!(
+            "{indent}uses: docker/login-action@v3\n        with:\n          registry: {host}\n          \
+             username: ${{{{ secrets.REGISTRY_USERNAME }}}}\n          password: ${{{{ secrets.REGISTRY_PASSWORD }}}}\n"
+        )
+    };
+    let (id_token, sign_env, sign_key) = if keyed {
+        (
+            "",
+            "          COSIGN_PRIVATE_KEY: ${{ secrets.COSIGN_PRIVATE_KEY }}\n          COSIGN_PASSWORD: ${{ secrets.COSIGN_PASSWORD }}\n",
+            " --key env://COSIGN_PRIVATE_KEY",
+        )
+    } else {
+        (
+            "      # Keyless signing: cosign exchanges the workflow's OIDC token for a certificate.\n      id-token: write\n",
+            "",
+            "",
+        )
+    };
+    // How verify knows the signer: the manifest's public key or identity, else the
+    // public key secret (keyed), else this workflow's own identity (keyless).
+    let (verify_env, verify_flags) = if m.release.public_key.is_some() || m.release.identity.is_some() {
+        ("", "")
+    } else if keyed {
+        ("          COSIGN_PUBLIC_KEY: ${{ secrets.COSIGN_PUBLIC_KEY }}\n", "")
+    } else {
+        (
+            "          IDENTITY: ^https://github.com/${{ github.repository }}/.github/workflows/ci.yml@\n          ISSUER: https://token.actions.githubusercontent.com\n",
+            r#" --identity "$IDENTITY" --issuer "$ISSUER""#,
+        )
+    };
+    let on_main = "github.event_name == 'push' && github.ref == 'refs/heads/main'";
+    text.push_str(&format!(
+        r#"    permissions:
       contents: read
-      # Keyless signing: cosign exchanges the workflow's OIDC token for a certificate.
-      id-token: write
-    strategy:
-      fail-fast: false
-      matrix: ${{{{ fromJSON(needs.matrix.outputs.jobs) }}}}
-    steps:
-      - uses: actions/checkout@v4
-      # A docker-container builder: bake can export its cache there.
-      - uses: docker/setup-buildx-action@v3
-      # Exposes the Actions cache service to run steps (bake's `type=gha` cache).
-      - uses: crazy-max/ghaction-github-runtime@v3
-      # `cargo xtask ci run` scans with Trivy when it is installed.
-      - uses: aquasecurity/setup-trivy@v0.2.2
-        with:
-          cache: true
-      - if: github.event_name == 'push' && matrix.target == 'prod'
+{id_token}    env:
+      # The registry the images are named in and pushed to: {{registry}}/{project}/{{service}}.
+      SLIPWAY_REGISTRY: {registry}
+{IMAGE_STEPS}      - if: {on_main} && matrix.target == 'prod'
         uses: sigstore/cosign-installer@v3
-      - if: github.event_name == 'push' && matrix.target == 'prod'
-        uses: docker/login-action@v3
-        with:
-          registry: {registry}
-          username: ${{{{ secrets.REGISTRY_USERNAME }}}}
-          password: ${{{{ secrets.REGISTRY_PASSWORD }}}}
-      - name: cargo xtask ci run
-        if: github.event_name != 'push' || matrix.target != 'prod'
+      - if: {on_main} && matrix.target == 'prod'
+{login_step}      - name: cargo xtask ci run
+        if: ${{{{ !({on_main} && matrix.target == 'prod') }}}}
         env:
           JOB: ${{{{ matrix.job }}}}
         run: cargo xtask ci run "$JOB"
       - name: cargo xtask ci run --push --sign
-        if: github.event_name == 'push' && matrix.target == 'prod'
+        if: {on_main} && matrix.target == 'prod'
         env:
           JOB: ${{{{ matrix.job }}}}
-        run: cargo xtask ci run "$JOB" --push --sign
-"#
-    )
+{sign_env}        run: cargo xtask ci run "$JOB" --push --sign{sign_key}
+
+  # The gate: a deploy or promotion job goes after this one (`needs: verify`) and deploys
+  # the digests it prints.
+  verify:
+    name: verify ${{{{ matrix.service }}}}
+    needs: [matrix, image]
+    if: {on_main} && fromJSON(needs.matrix.outputs.prod).include[0] != null
+    runs-on: ubuntu-latest
+    timeout-minutes: 10
+    env:
+      SLIPWAY_REGISTRY: {registry}
+    strategy:
+      fail-fast: false
+      matrix: ${{{{ fromJSON(needs.matrix.outputs.prod) }}}}
+    steps:
+      - uses: actions/checkout@v4
+      - uses: sigstore/cosign-installer@v3
+      - {login_first}      - name: cargo xtask verify
+        env:
+          SERVICE: ${{{{ matrix.service }}}}
+{verify_env}        run: cargo xtask verify "$SERVICE"{verify_flags}
+"#,
+        project = m.project.get_ref(),
+        login_step = login("        "),
+        login_first = login(""),
+    ));
+    text
 }
 
 #[cfg(test)]
@@ -620,6 +731,7 @@ mod tests {
     const NO_PUSH: JobOptions = JobOptions {
         push: false,
         sign: false,
+        key: None,
         allow_unscanned: false,
         trivy: true,
     };

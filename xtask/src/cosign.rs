@@ -10,15 +10,6 @@ use anyhow::{Result, bail};
 use crate::plan::{Output, Step};
 use crate::project::Project;
 
-/// Whether the registry host is this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
-pub fn registry_is_loopback(registry: &str) -> bool {
-    let host = match registry.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => registry.split(':').next().unwrap_or(registry),
-    };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// An environment variable, set (possibly to an empty value) or not.
 pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -63,7 +54,7 @@ impl Cosign {
         let r = &project.manifest.release;
         // A registry on this machine is a scratch or air-gapped one: plain HTTP, and no
         // public transparency log, unless the manifest says otherwise.
-        let local = registry_is_loopback(project.manifest.registry.get_ref());
+        let local = crate::manifest::registry_is_loopback(project.manifest.registry.get_ref());
         Cosign {
             key: None,
             from: String::new(),
@@ -282,6 +273,7 @@ fn key_ref(project: &Project, key: &str, from: &str, env: &dyn Fn(&str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::registry_is_loopback;
 
     fn project(release: &str) -> Project {
         let mut p = Project::load().unwrap();
@@ -303,6 +295,8 @@ mod tests {
         assert!(registry_is_loopback("[::1]:5000"));
         assert!(!registry_is_loopback("registry.example.com"));
         assert!(!registry_is_loopback("10.0.0.5:5000"));
+        assert!(registry_is_loopback("localhost:5000/team"));
+        assert!(!registry_is_loopback("registry.example.com/team"));
     }
 
     #[test]

@@ -182,6 +182,9 @@ xflags::xflags! {
                 optional --push
                 /// Sign what was pushed, by digest (`release --sign`).
                 optional --sign
+                /// The signing key, as `release --key` takes it (`env://VAR`, a file, a
+                /// KMS URI).
+                optional --key key: String
                 /// Push even where no passing scan of the image is on record.
                 optional --allow-unscanned
             }
@@ -193,7 +196,13 @@ xflags::xflags! {
                 optional --since rev: String
                 /// Print `{"include": [...]}` for a workflow's `strategy.matrix`.
                 optional --json
+                /// Only the jobs of this target (local, dev or prod).
+                optional --target target: Target
             }
+
+            /// Print the GitHub Actions workflow this manifest gives (what `cargo xtask
+            /// codegen` writes to .github/workflows/ci.yml).
+            cmd workflow {}
         }
 
         /// Scan the built images with Trivy: Critical or High blocks the push, Medium
@@ -248,6 +257,11 @@ xflags::xflags! {
             /// release.public-key, then COSIGN_PUBLIC_KEY, then keyless by
             /// release.identity and release.issuer).
             optional --key key: String
+            /// Keyless: a regular expression the signer's identity must match (for
+            /// GitHub Actions, the workflow's URL), in place of release.identity.
+            optional --identity regexp: String
+            /// Keyless: the issuer of the signer's OIDC token, in place of release.issuer.
+            optional --issuer url: String
             /// Print the verified digests as JSON.
             optional --json
             /// Accept images without a provenance attestation (pushed by a builder that
@@ -423,6 +437,7 @@ pub struct Ci {
 pub enum CiCmd {
     Run(Run),
     Matrix(Matrix),
+    Workflow(Workflow),
 }
 
 #[derive(Debug)]
@@ -432,6 +447,7 @@ pub struct Run {
     pub since: Option<String>,
     pub push: bool,
     pub sign: bool,
+    pub key: Option<String>,
     pub allow_unscanned: bool,
 }
 
@@ -439,7 +455,11 @@ pub struct Run {
 pub struct Matrix {
     pub since: Option<String>,
     pub json: bool,
+    pub target: Option<Target>,
 }
+
+#[derive(Debug)]
+pub struct Workflow;
 
 #[derive(Debug)]
 pub struct Scan {
@@ -473,6 +493,8 @@ pub struct Verify {
     pub images: Vec<String>,
 
     pub key: Option<String>,
+    pub identity: Option<String>,
+    pub issuer: Option<String>,
     pub json: bool,
     pub no_provenance: bool,
 }

@@ -25,6 +25,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["deps"],
     &["ci"],
     &["ci", "matrix"],
+    &["ci", "workflow"],
     &["scan"],
     &["sbom"],
     &["release"],

@@ -495,18 +495,35 @@ pub struct Ci {
     /// Elsewhere it uses `build.cache`.
     #[serde(default = "default_ci_cache")]
     pub cache: Cache,
+    /// The registry the generated workflow pushes to, in place of `registry` (a host and
+    /// a path under it: `registry.example.com/team`), logging in with the secrets
+    /// REGISTRY_USERNAME and REGISTRY_PASSWORD. Unset: the workflow builds and tests
+    /// every affected image and pushes none.
+    pub registry: Option<Spanned<String>>,
 }
 
 impl Default for Ci {
     fn default() -> Ci {
         Ci {
             cache: default_ci_cache(),
+            registry: None,
         }
     }
 }
 
 fn default_ci_cache() -> Cache {
     Cache::Gha { scope: None }
+}
+
+/// Whether the registry host is this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
+pub fn registry_is_loopback(registry: &str) -> bool {
+    // The host: before any path under it, and before its port.
+    let registry = registry.split('/').next().unwrap_or(registry);
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => registry.split(':').next().unwrap_or(registry),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Manifest {

@@ -91,7 +91,12 @@ impl Project {
             Some(path) => root.join(path),
             None => root.join(manifest::FILE),
         };
-        let manifest = Manifest::load(&manifest_path)?;
+        let mut manifest = Manifest::load(&manifest_path)?;
+        // CI pushes somewhere else than a laptop's registry: `SLIPWAY_REGISTRY` (which the
+        // generated workflow sets) replaces `registry`. References are lowercase.
+        if let Some(registry) = std::env::var("SLIPWAY_REGISTRY").ok().filter(|r| !r.trim().is_empty()) {
+            manifest.registry = toml::Spanned::new(0..0, registry.trim().to_lowercase());
+        }
         Ok(Project {
             root,
             manifest_path,

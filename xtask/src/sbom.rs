@@ -345,8 +345,9 @@ pub fn auditable_crates(elf: &[u8]) -> Result<Option<Vec<Component>>> {
         .into_iter()
         .flatten()
         .filter(|p| p["kind"].as_str() != Some("build"))
-        // The binary's own crate is the image's subject, not a dependency of it.
-        .filter(|p| p["source"].as_str() == Some("crates.io"))
+        // The binary's own crates (the workspace's, `local`) are the image's subject, not
+        // dependencies of it.
+        .filter(|p| p["source"].as_str() != Some("local") && p["root"] != true)
         .filter_map(|p| {
             Some(Component {
                 ecosystem: Ecosystem::Cargo,
@@ -575,8 +576,8 @@ mod tests {
         use std::io::Write;
         let list = br#"{"packages":[
             {"name":"gateway","version":"0.1.0","source":"local","root":true},
-            {"name":"tokio","version":"1.48.0","source":"crates.io"},
-            {"name":"cc","version":"1.2.0","source":"crates.io","kind":"build"}]}"#;
+            {"name":"tokio","version":"1.48.0","source":"registry"},
+            {"name":"cc","version":"1.2.0","source":"registry","kind":"build"}]}"#;
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(list).unwrap();
         let elf = elf_with(&z.finish().unwrap());

@@ -53,7 +53,17 @@ impl flags::Verify {
                 );
             }
         }
-        let cosign = Cosign::verifying(project, self.key.as_deref(), &|k| std::env::var(k).ok())?;
+        // Keyless by an identity given here (the workflow's own), in place of the manifest's.
+        let mut project = project.clone();
+        match (&self.identity, &self.issuer) {
+            (Some(identity), Some(issuer)) => {
+                project.manifest.release.identity = Some(identity.clone());
+                project.manifest.release.issuer = Some(issuer.clone());
+            }
+            (None, None) => {}
+            _ => bail!("--identity and --issuer go together: the signer's identity and the issuer of its token"),
+        }
+        let cosign = Cosign::verifying(&project, self.key.as_deref(), &|k| std::env::var(k).ok())?;
         if dry_run {
             for image in &images {
                 println!("{}", cosign.verify_step(image).command_line());

@@ -212,7 +212,7 @@ fn one_file_per_command() {
         .collect();
     assert!(commands.contains(&"doctor"), "{commands:?}");
     // Subcommands (`certs status`, `certs make`) live in their parent's file.
-    let nested = ["make", "status", "matrix", "run"];
+    let nested = ["make", "status", "matrix", "run", "workflow"];
     for command in commands.iter().filter(|c| !nested.contains(c)) {
         let file = root().join(format!("xtask/src/{command}.rs"));
         assert!(file.exists(), "command `{command}` has no file {}", file.display());
@@ -349,11 +349,10 @@ fn actionlint(workflow: &Path) -> Command {
     cmd
 }
 
-#[test]
-fn the_workflow_runs_only_xtask_and_actionlint_finds_nothing() {
-    // That it is current is `generated_files_are_current` (codegen writes it).
-    let workflow = root().join(".github/workflows/ci.yml");
-    let text = std::fs::read_to_string(&workflow).unwrap();
+/// A workflow's `run:` lines are `cargo xtask` commands (or their output handed on),
+/// and actionlint finds nothing in it.
+fn check_workflow(workflow: &Path) -> String {
+    let text = std::fs::read_to_string(workflow).unwrap();
     let runs: Vec<&str> = text
         .lines()
         .filter_map(|l| {
@@ -377,10 +376,95 @@ fn the_workflow_runs_only_xtask_and_actionlint_finds_nothing() {
         "the matrix comes from `ci matrix`"
     );
     assert!(text.contains("matrix: ${{ fromJSON(needs.matrix.outputs.jobs) }}"));
+    // Never a registry on loopback: a runner's own loopback holds none.
+    for loopback in ["localhost", "127.0.0.1"] {
+        assert!(!text.contains(loopback), "{} names {loopback}", workflow.display());
+    }
     run(
-        actionlint(&workflow),
+        actionlint(workflow),
         "actionlint found problems in the generated workflow: fix ci::workflow",
     );
+    text
+}
+
+/// The workflow `cargo xtask ci workflow` prints for the checkout's manifest edited by
+/// `edit`, written to a file of the test's.
+fn workflow_for(name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("slipway-workflow-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("slipway.toml");
+    std::fs::write(
+        &manifest,
+        edit(&std::fs::read_to_string(root().join("slipway.toml")).unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["ci", "workflow"])
+        .env("SLIPWAY_MANIFEST", &manifest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = dir.join("ci.yml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    file
+}
+
+#[test]
+fn the_workflow_runs_only_xtask_and_actionlint_finds_nothing() {
+    // That it is current is `generated_files_are_current` (codegen writes it). As
+    // shipped (no ci.registry): every affected image built and tested, nothing pushed.
+    let shipped = check_workflow(&root().join(".github/workflows/ci.yml"));
+    assert!(!shipped.contains("--push"), "{shipped}");
+
+    // With a CI registry: on main, the prod images pushed there, signed keyless (the
+    // workflow's token) and verified by this workflow's identity, the gate of deploys.
+    let with_registry = |text: &str| format!("{text}\n[ci]\nregistry = \"registry.example.com/team\"\n");
+    let keyless = check_workflow(&workflow_for("keyless", with_registry));
+    for want in [
+        "SLIPWAY_REGISTRY: registry.example.com/team",
+        "registry: registry.example.com\n",
+        "id-token: write",
+        "cargo xtask ci run \"$JOB\" --push --sign\n",
+        "needs: [matrix, image]",
+        "cargo xtask verify \"$SERVICE\" --identity \"$IDENTITY\" --issuer \"$ISSUER\"",
+        "--target prod",
+    ] {
+        assert!(keyless.contains(want), "`{want}` missing from:\n{keyless}");
+    }
+    // With a key (or no transparency log): the key and its password from the secrets.
+    let keyed = check_workflow(&workflow_for("keyed", |text| {
+        with_registry(&text.replace("[release]\n", "[release]\nkey = \"cosign.key\"\n"))
+    }));
+    for want in [
+        "cargo xtask ci run \"$JOB\" --push --sign --key env://COSIGN_PRIVATE_KEY",
+        "COSIGN_PASSWORD: ${{ secrets.COSIGN_PASSWORD }}",
+        "COSIGN_PUBLIC_KEY: ${{ secrets.COSIGN_PUBLIC_KEY }}",
+    ] {
+        assert!(keyed.contains(want), "`{want}` missing from:\n{keyed}");
+    }
+    assert!(!keyed.contains("id-token: write"), "{keyed}");
+    // A loopback CI registry is refused by the manifest, naming it.
+    let manifest = workflow_for("loopback", with_registry).with_file_name("slipway.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("registry.example.com/team", "localhost:5000");
+    std::fs::write(&manifest, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["ci", "workflow"])
+        .env("SLIPWAY_MANIFEST", &manifest)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ci.registry `localhost:5000` is on loopback"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["keyless", "keyed", "loopback"] {
+        let _ = std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("slipway-workflow-{name}-{}", std::process::id())),
+        );
+    }
 
     // The linter is real: a broken workflow is caught.
     let broken = std::env::temp_dir().join(format!("slipway-broken-{}.yml", std::process::id()));

@@ -30,6 +30,20 @@ impl Manifest {
                 format!("registry `{registry}`: give a host and optional port, like `registry.example.com` or `localhost:5000`, with no scheme or trailing `/`"),
             );
         }
+        if let Some(ci) = &self.ci.registry {
+            let r = ci.get_ref();
+            if r.is_empty() || r.contains("://") || r.ends_with('/') || r.contains(' ') || r != &r.to_lowercase() {
+                src.report(
+                    ci.span(),
+                    format!("ci.registry `{r}`: give a host and an optional path under it, lowercase, like `registry.example.com/team`, with no scheme or trailing `/`"),
+                );
+            } else if registry_is_loopback(r) {
+                src.report(
+                    ci.span(),
+                    format!("ci.registry `{r}` is on loopback: the workflow pushes from a CI runner, where that names the runner itself; name a registry the runners reach, or leave it unset for GitHub's own"),
+                );
+            }
+        }
         if !is_tag(self.version.get_ref()) {
             src.report(
                 self.version.span(),
