@@ -224,7 +224,7 @@ xflags::xflags! {
             repeated names: String
             /// The stage to describe: local, dev or prod (default: prod).
             optional --target target: Target
-            /// Write the SBOM here instead (one service).
+            /// Write the SBOM here instead (one service); `-` prints it.
             optional --output file: PathBuf
         }
 

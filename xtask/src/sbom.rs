@@ -42,6 +42,11 @@ impl flags::Sbom {
                 continue;
             }
             let sbom = make(&image)?;
+            if out == Path::new("-") {
+                println!("{}", serde_json::to_string_pretty(&sbom)?);
+                ui::note(&format!("{}: {}", image.reference(), summary(&sbom)));
+                continue;
+            }
             write(&out, &sbom)?;
             ui::note(&format!(
                 "{}: {} -> {}",
