@@ -68,6 +68,12 @@ const BASES: &[Base] = &[
     },
 ];
 
+/// The build argument that makes a build reproducible: every image's is the commit time
+/// of its inputs. BuildKit stamps the image's creation time and (with the exporter's
+/// `rewrite-timestamp`) its files' times with it; a stage that declares it hands it to
+/// its RUN steps (Python writes hash-checked bytecode then).
+pub const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH";
+
 /// The layer of the services (after every base).
 pub const SERVICE_LAYER: usize = 2;
 
@@ -218,7 +224,7 @@ fn inputs_of(m: &Manifest, base_dirs: &[&str], service: Option<&str>) -> Vec<Str
 
 /// Each image's revision and time, by its input paths: the three targets of a service,
 /// and the bases built from one directory, share theirs (asked of git once).
-pub type Revisions = BTreeMap<Vec<String>, (String, String)>;
+pub type Revisions = BTreeMap<Vec<String>, git::Revision>;
 
 /// The input paths of a base image: its directory and its bases' directories.
 fn base_paths(m: &Manifest, base: &Base) -> Vec<String> {
@@ -254,12 +260,21 @@ pub fn revision_paths(m: &Manifest) -> Vec<Vec<String>> {
     out
 }
 
-fn labels(m: &Manifest, inputs: &Inputs, paths: &[String], title: &str) -> BTreeMap<String, String> {
-    let (revision, created) = inputs
+/// The revision of the image built from `paths` (unknown when git was not asked).
+fn revision(inputs: &Inputs, paths: &[String]) -> git::Revision {
+    inputs
         .revisions
         .get(paths)
         .cloned()
-        .unwrap_or_else(|| ("unknown".into(), "1970-01-01T00:00:00Z".into()));
+        .unwrap_or_else(git::Revision::unknown)
+}
+
+fn labels(m: &Manifest, inputs: &Inputs, paths: &[String], title: &str) -> BTreeMap<String, String> {
+    let git::Revision {
+        sha: revision,
+        time: created,
+        ..
+    } = revision(inputs, paths);
     BTreeMap::from([
         ("org.opencontainers.image.title".into(), title.to_owned()),
         ("org.opencontainers.image.source".into(), inputs.source.clone()),
@@ -364,6 +379,8 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             ..Target::default()
         };
         t.args.insert("BRAND".into(), m.brand().to_owned());
+        t.args
+            .insert(EPOCH_ARG.into(), revision(inputs, &paths).epoch.to_string());
         if base.target == "os-base" {
             t.args.insert("DEBIAN_IMAGE".into(), inputs.debian_image.clone());
             t.args.insert("CA_SHA256".into(), inputs.ca_sha256.clone());
@@ -412,6 +429,8 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 cache_to,
                 ..Target::default()
             };
+            t.args
+                .insert(EPOCH_ARG.into(), revision(inputs, &paths).epoch.to_string());
             t.labels.insert("dev.slipway.service".into(), name.clone());
             t.labels.insert("dev.slipway.target".into(), target.name().to_owned());
             link(m, inputs, needs, &mut t);

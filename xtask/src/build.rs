@@ -33,6 +33,7 @@ impl flags::Build {
                     target,
                     platforms,
                     push: self.push,
+                    no_cache: self.no_cache,
                 },
             );
         }
@@ -44,6 +45,7 @@ impl flags::Build {
             Mode {
                 print: self.print,
                 push: self.push,
+                no_cache: self.no_cache,
             },
         )?;
         if built.is_empty() {
@@ -65,6 +67,8 @@ impl flags::Build {
 pub struct Mode {
     /// Only show what bake resolves (`bake --print`).
     pub print: bool,
+    /// Reuse no cached step.
+    pub no_cache: bool,
     pub push: bool,
 }
 
@@ -99,6 +103,8 @@ pub struct Request {
     pub platforms: Option<Vec<String>>,
     /// Push the images asked for (their bases are loaded).
     pub push: bool,
+    /// Reuse no cached step (bake's `--no-cache`).
+    pub no_cache: bool,
 }
 
 /// Every fact a build is planned from, asked once of the engine, git and the files
@@ -301,6 +307,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
             layers: &layers,
             build_dir: &build_dir,
             root: &project.root,
+            no_cache: request.no_cache,
         },
         request.push,
     );
@@ -352,6 +359,7 @@ pub fn build(
         target,
         platforms,
         push: mode.push,
+        no_cache: mode.no_cache,
     };
     let plan = plan(project, &facts, &request)?;
     run(project, &facts, &plan, mode.print)
@@ -526,6 +534,9 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     Ok(built)
 }
 
+/// bake's `--push`, with every file stamped with the image's `SOURCE_DATE_EPOCH`.
+pub const PUSH_STAMPED: &str = "--set=*.output=type=registry,rewrite-timestamp=true";
+
 /// What the bake steps are made from: every fact already probed, nothing asked here.
 pub struct Bakes<'a> {
     pub manifest: &'a crate::manifest::Manifest,
@@ -535,6 +546,8 @@ pub struct Bakes<'a> {
     pub layers: &'a [Vec<String>],
     pub build_dir: &'a Path,
     pub root: &'a Path,
+    /// Reuse no cached step.
+    pub no_cache: bool,
 }
 
 /// The `docker buildx bake` steps of a build, each with the metadata file it writes. A
@@ -568,9 +581,16 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
         }
         args.extend(["--file".into(), bake_file.display().to_string()]);
         args.extend(["--metadata-file".into(), meta.display().to_string()]);
+        if b.no_cache {
+            args.push("--no-cache".into());
+        }
         args.extend(allow_reads(b.engine, b.definition, batch, b.root));
+        // A push stamps every file with the image's SOURCE_DATE_EPOCH where the exporter
+        // can, so two builds of one commit push the same layers. (A load cannot: the
+        // containerd store unpacks what it loads, which the option conflicts with.)
+        let stamped = b.engine.capabilities.rewrite_timestamps.ok;
         if pushes {
-            args.push("--push".into());
+            args.push(if stamped { PUSH_STAMPED } else { "--push" }.into());
             // What was built, from what, how: a provenance attestation (SLSA, every
             // build step) beside the pushed image, where the builder can attach one.
             if b.engine.capabilities.attestations.ok {
@@ -918,6 +938,7 @@ pub fn test_facts(project: &Project, modern: bool) -> Facts {
     engine.capabilities.named_contexts.ok = modern;
     engine.capabilities.attestations.ok = modern;
     engine.capabilities.cache_export.ok = modern;
+    engine.capabilities.rewrite_timestamps.ok = modern;
     Facts {
         engine,
         ca_sha256: "ab".repeat(32),
@@ -956,8 +977,9 @@ mod tests {
         let mut engine = Engine::assumed(None, "a plan test");
         engine.buildx = buildx.into();
         engine.capabilities.named_contexts.ok = contexts;
-        // The engines here: the modern one does both, the legacy one neither.
+        // The engines here: the modern one does all three, the legacy one none.
         engine.capabilities.attestations.ok = contexts;
+        engine.capabilities.rewrite_timestamps.ok = contexts;
         let root = crate::project::root();
         let build_dir = root.join(".slipway/build");
         let facts = Bakes {
@@ -967,6 +989,7 @@ mod tests {
             layers: &layers,
             build_dir: &build_dir,
             root: &root,
+            no_cache: false,
         };
         bake_steps(&facts, push)
             .iter()
@@ -983,6 +1006,7 @@ mod tests {
             target: Target::Dev,
             platforms: None,
             push: false,
+            no_cache: false,
         };
         let plan = plan(&project, &facts, &request).unwrap();
         assert_eq!(plan.contexts, ["agent"]);
@@ -1033,9 +1057,12 @@ mod tests {
     fn a_push_pushes_only_the_images_asked_for() {
         let one = steps(true, "0.29.1", true);
         assert_eq!(one.len(), 1);
-        assert!(one[0].contains("--push") && !one[0].contains("--load"), "{}", one[0]);
+        assert!(!one[0].contains("type=docker"), "{}", one[0]);
         assert!(
-            one[0].ends_with("--push --provenance=mode=max agent-prod gateway-prod"),
+            one[0].ends_with(&format!(
+                "{} --provenance=mode=max agent-prod gateway-prod",
+                crate::plan::shell_quote(PUSH_STAMPED)
+            )),
             "{}",
             one[0]
         );

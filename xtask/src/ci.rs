@@ -297,6 +297,7 @@ pub fn job_plan(
         target: job.target,
         platforms: Some(vec![job.platform.clone()]),
         push: false,
+        no_cache: false,
     };
     let mut out = format!("# {}: certificates, then build\n", job.job);
     out.push_str(&build::plan(project, facts, &request)?.render(project));
@@ -797,7 +798,13 @@ mod tests {
             ..NO_PUSH
         };
         let modern = plan_of("agent-prod-linux-amd64", true, &push, Some(&cosign));
-        assert!(modern.contains("--push --provenance=mode=max agent-prod"), "{modern}");
+        assert!(
+            modern.contains(&format!(
+                "{} --provenance=mode=max agent-prod",
+                crate::plan::shell_quote(build::PUSH_STAMPED)
+            )),
+            "{modern}"
+        );
         assert!(
             modern.contains("cosign sign --yes --key env://COSIGN_PRIVATE_KEY --allow-insecure-registry")
                 && modern.contains("'localhost:5000/platform/agent@sha256:<digest>'"),

@@ -42,6 +42,7 @@ impl flags::Dev {
                     target,
                     platforms: None,
                     push: false,
+                    no_cache: false,
                 },
             )?;
             let up = stack.step("start the stack", &["up", "--detach", "--no-build", "--remove-orphans"]);

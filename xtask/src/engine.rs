@@ -36,11 +36,14 @@ pub struct Capabilities {
     pub attestations: Probe,
     /// `--load` of an image for two platforms at once.
     pub multi_platform_load: Probe,
+    /// `rewrite-timestamp` in the exporter: every file of the image stamped with
+    /// `SOURCE_DATE_EPOCH`, so two builds of one commit give the same layers.
+    pub rewrite_timestamps: Probe,
 }
 
 impl Capabilities {
     /// Each capability: its name, the probe, and what its absence costs the user.
-    pub fn each(&self) -> [(&'static str, &Probe, &'static str); 4] {
+    pub fn each(&self) -> [(&'static str, &Probe, &'static str); 5] {
         [
             (
                 "named contexts",
@@ -61,6 +64,11 @@ impl Capabilities {
                 "multi-platform load",
                 &self.multi_platform_load,
                 "an image for several platforms can be pushed but not loaded into the local store",
+            ),
+            (
+                "reproducible timestamps",
+                &self.rewrite_timestamps,
+                "two builds of one commit push other layers (file times): name a docker-container builder in build.builder (BuildKit 0.13 or later)",
             ),
         ]
     }
@@ -162,7 +170,8 @@ impl Engine {
                 named_contexts: assumed.clone(),
                 cache_export: assumed.clone(),
                 attestations: assumed.clone(),
-                multi_platform_load: assumed,
+                multi_platform_load: assumed.clone(),
+                rewrite_timestamps: assumed,
             },
         }
     }
@@ -259,13 +268,88 @@ fn probe_capabilities(dir: &Path, builder: Option<&str>) -> Result<Capabilities>
             .output(Output::Capture)
             .run_unchecked();
     }
+    // Exported to the image store with every file stamped SOURCE_DATE_EPOCH (0 here), as
+    // a push exports: the probe's file must come back from the saved image with that
+    // time, or the option was ignored. (The docker driver refuses it with the containerd
+    // store, whose exporter unpacks what it stores: moby/buildkit#4230.)
+    let stamped = format!("slipway-probe-epoch:{}", std::process::id());
+    let mut rewrite_timestamps = run(
+        "reproducible timestamps",
+        &[
+            "a.args.SOURCE_DATE_EPOCH=0",
+            &format!("a.output=type=image,name={stamped},rewrite-timestamp=true"),
+        ],
+        "a",
+    );
+    if rewrite_timestamps.ok {
+        let saved = dir.join("out-epoch.tar");
+        let time = docker::step(
+            "save the probe image",
+            &["save", "--output", &saved.display().to_string(), &stamped],
+        )
+        .output(Output::Capture)
+        .run()
+        .and_then(|_| file_time(&saved, "a.txt"));
+        match time {
+            Ok(0) => {}
+            Ok(time) => {
+                rewrite_timestamps = Probe {
+                    ok: false,
+                    why: format!("the builder ignores rewrite-timestamp (a file came back stamped {time}, not 0)"),
+                }
+            }
+            Err(err) => {
+                rewrite_timestamps = Probe {
+                    ok: false,
+                    why: format!("{err:#}"),
+                }
+            }
+        }
+        let _ = docker::step("remove the probe image", &["image", "rm", &stamped])
+            .output(Output::Capture)
+            .run_unchecked();
+    }
     let _ = fs::remove_dir_all(dir);
     Ok(Capabilities {
         named_contexts,
         cache_export,
         attestations,
         multi_platform_load,
+        rewrite_timestamps,
     })
+}
+
+/// The modification time of `path` in the layers of a `docker save` archive (either
+/// layout; gzip-compressed or plain layers).
+fn file_time(archive: &Path, path: &str) -> Result<u64> {
+    let file = fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    for blob in tar::Archive::new(file).entries()? {
+        let mut blob = blob?;
+        let name = blob.path()?.to_string_lossy().into_owned();
+        if !(name.starts_with("blobs/") || name.ends_with("/layer.tar")) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut blob, &mut bytes)?;
+        let layer: Box<dyn std::io::Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::GzDecoder::new(&bytes[..]))
+        } else {
+            Box::new(&bytes[..])
+        };
+        let mut layer = tar::Archive::new(layer);
+        let Ok(entries) = layer.entries() else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .path()
+                .is_ok_and(|p| p.to_string_lossy().trim_start_matches("./") == path)
+            {
+                return Ok(entry.header().mtime()?);
+            }
+        }
+    }
+    anyhow::bail!("{path} is in no layer of {}", archive.display())
 }
 
 /// The line of a failed bake's output that says why.

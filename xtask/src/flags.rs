@@ -69,6 +69,8 @@ xflags::xflags! {
             optional --push
             /// Platforms to build for, `os/arch[,os/arch]` (default: build.platforms).
             optional --platform platform: String
+            /// Build every step again, reusing no cached layer (the root image is kept).
+            optional --no-cache
         }
 
         /// Build the Debian root image (`debian:<release>-slim`) from a Debian mirror
@@ -361,6 +363,7 @@ pub struct Build {
     pub print: bool,
     pub push: bool,
     pub platform: Option<String>,
+    pub no_cache: bool,
 }
 
 #[derive(Debug)]

@@ -43,19 +43,51 @@ pub fn head(root: &Path) -> Head {
     Head { sha, branch }
 }
 
-/// The last commit that touched any of `paths` (its id and ISO-8601 time), with
-/// `-dirty` when one of them has uncommitted changes. Labels built from this stay the
-/// same while an image's inputs do, so they never invalidate a cached image.
-pub fn inputs_revision(root: &Path, paths: &[String]) -> (String, String) {
-    let mut args = vec!["log", "-1", "--format=%H %cI", "--"];
+/// The last commit that touched an image's inputs: what its labels and its
+/// `SOURCE_DATE_EPOCH` are made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// The commit id, with `-dirty` when an input has uncommitted changes.
+    pub sha: String,
+    /// Its commit time, ISO 8601.
+    pub time: String,
+    /// The same, in seconds since the epoch (`SOURCE_DATE_EPOCH`).
+    pub epoch: u64,
+}
+
+impl Revision {
+    /// Outside a git checkout, or before the first commit.
+    pub fn unknown() -> Revision {
+        Revision {
+            sha: "unknown".into(),
+            time: "1970-01-01T00:00:00Z".into(),
+            epoch: 0,
+        }
+    }
+}
+
+/// The last commit that touched any of `paths`, with `-dirty` when one of them has
+/// uncommitted changes. Labels built from this stay the same while an image's inputs
+/// do, so they never invalidate a cached image.
+pub fn inputs_revision(root: &Path, paths: &[String]) -> Revision {
+    let mut args = vec!["log", "-1", "--format=%H %cI %ct", "--"];
     args.extend(paths.iter().map(String::as_str));
-    let (sha, time) = git(root, &args)
-        .and_then(|line| line.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
-        .unwrap_or_else(|| ("unknown".into(), "1970-01-01T00:00:00Z".into()));
+    let mut revision = git(root, &args)
+        .and_then(|line| {
+            let mut words = line.split(' ');
+            Some(Revision {
+                sha: words.next()?.to_owned(),
+                time: words.next()?.to_owned(),
+                epoch: words.next()?.parse().ok()?,
+            })
+        })
+        .unwrap_or_else(Revision::unknown);
     let mut status = vec!["status", "--porcelain", "--"];
     status.extend(paths.iter().map(String::as_str));
-    let dirty = git(root, &status).is_some();
-    (if dirty { format!("{sha}-dirty") } else { sha }, time)
+    if git(root, &status).is_some() {
+        revision.sha.push_str("-dirty");
+    }
+    revision
 }
 
 /// A branch name made into a valid tag: lowercase, `[a-z0-9._-]`, no leading `.`/`-`,

@@ -121,6 +121,7 @@ pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign
         target: o.target,
         platforms: None,
         push: false,
+        no_cache: false,
     };
     let load = build::plan(project, facts, &request)?;
     let push = if o.push {
