@@ -810,6 +810,12 @@ mod tests {
                 && modern.contains("'localhost:5000/platform/agent@sha256:<digest>'"),
             "{modern}"
         );
+        // Its SBOM attested by the same digest, with the same key.
+        assert!(
+            modern.contains("cosign attest --yes --type cyclonedx --predicate ")
+                && modern.contains("sbom/agent-prod.cdx.json --key env://COSIGN_PRIVATE_KEY"),
+            "{modern}"
+        );
         // The classic store attaches no attestation: the push asks for none.
         let legacy = plan_of("agent-prod-linux-amd64", false, &push, Some(&cosign));
         assert!(legacy.contains("--push agent-prod"), "{legacy}");

@@ -85,6 +85,7 @@ pub struct ReleasePlan {
     /// The images asked for.
     /// The images asked for, each with its service.
     pub wanted: Vec<(String, bake::Image)>,
+    pub target: crate::manifest::Target,
     pub load: BuildPlan,
     pub push: Option<BuildPlan>,
     pub cosign: Option<Cosign>,
@@ -100,11 +101,16 @@ impl ReleasePlan {
             out.push_str(&push.render(project));
         }
         if let Some(c) = &self.cosign {
-            out.push_str("# sign each pushed image by the digest in bake's metadata file\n");
-            for (_, image) in &self.wanted {
+            out.push_str(
+                "# sign each pushed image by the digest in bake's metadata file, and attest its SBOM by that digest\n",
+            );
+            for (service, image) in &self.wanted {
+                let pushed = image.at("sha256:<digest>");
+                let sbom = crate::sbom::default_file(project, service, self.target);
+                out.push_str(&format!("{}\n", c.sign_step(&pushed).command_line()));
                 out.push_str(&format!(
                     "{}\n",
-                    c.sign_step(&image.at("sha256:<digest>")).command_line()
+                    c.attest_step(&pushed, SBOM_TYPE, &sbom).command_line()
                 ));
             }
         }
@@ -134,6 +140,7 @@ pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign
             .iter()
             .map(|n| (n.clone(), bake::service_image(m, n, o.target)))
             .collect(),
+        target: o.target,
         load,
         push,
         cosign,
