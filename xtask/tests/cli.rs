@@ -600,10 +600,17 @@ fn the_plans_of_ci_run_and_release() {
     // cosign 3 also needs its signing config off for a signature with no log.
     let plan = text(&out).replace(" --use-signing-config=false", "");
     // With a full provenance attestation where the builder attaches one.
+    // (Every file stamped with SOURCE_DATE_EPOCH where the builder can: not the docker
+    // driver.)
     assert!(
         plan.contains("--push agent-prod")
-            // Every file stamped with SOURCE_DATE_EPOCH where the exporter can (modern).
+            || plan.contains("--push --provenance=mode=max agent-prod")
             || plan.contains("'--set=*.output=type=registry,rewrite-timestamp=true' --provenance=mode=max agent-prod"),
+        "{plan}"
+    );
+    // Each pushed image's SBOM attested by the same digest.
+    assert!(
+        plan.contains("cosign attest --yes --type cyclonedx --predicate "),
         "{plan}"
     );
     assert!(
