@@ -313,7 +313,10 @@ pub fn job_plan(
         job.service
     ));
     if o.trivy {
-        out.push_str(&format!("{}\n", scan::trivy_step(&image).0.command_line()));
+        out.push_str(&format!(
+            "{}\n",
+            scan::trivy_step(&job.service, &image).0.command_line()
+        ));
     } else {
         out.push_str(&format!("# no scan of {reference}: Trivy is not installed\n"));
     }

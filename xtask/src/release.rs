@@ -239,7 +239,7 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
         }
         // The SBOM of what was pushed: the local image has the configuration the
         // registry now serves (checked above).
-        let sbom = crate::sbom::make(&image.image)?;
+        let sbom = crate::sbom::make(service, &image.image)?;
         let sbom_file = crate::sbom::default_file(project, service, o.target);
         crate::sbom::write(&sbom_file, &sbom)?;
         ui::note(&format!(

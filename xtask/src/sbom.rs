@@ -34,14 +34,14 @@ impl flags::Sbom {
                 .output
                 .clone()
                 .unwrap_or_else(|| default_file(project, name, target));
-            let container = format!("slipway-sbom-{}-{name}", std::process::id());
+            let container = container_name(name);
             if dry_run {
                 println!("{}", create_step(&container, &image.reference()).command_line());
                 println!("{}", export_step(&container).command_line());
                 println!("# CycloneDX 1.5 -> {}", out.display());
                 continue;
             }
-            let sbom = make(&image)?;
+            let sbom = make(name, &image)?;
             if out == Path::new("-") {
                 println!("{}", serde_json::to_string_pretty(&sbom)?);
                 ui::note(&format!("{}: {}", image.reference(), summary(&sbom)));
@@ -67,12 +67,17 @@ pub fn default_file(project: &Project, name: &str, target: Target) -> PathBuf {
         .join(format!("{name}-{target}.cdx.json"))
 }
 
-/// The SBOM of `image`, read from the image in the local store.
-pub fn make(image: &bake::Image) -> Result<serde_json::Value> {
+/// The container an SBOM of service `name`'s image is read from (created, never started).
+fn container_name(name: &str) -> String {
+    format!("slipway-sbom-{}-{name}", std::process::id())
+}
+
+/// The SBOM of `image` (service `name`'s), read from the image in the local store.
+pub fn make(name: &str, image: &bake::Image) -> Result<serde_json::Value> {
     let reference = image.reference();
     let config = docker::inspect_image(&reference)
         .with_context(|| format!("no image {reference} to describe: build it first (`cargo xtask build`)"))?;
-    let container = format!("slipway-sbom-{}-{}", std::process::id(), short(&reference));
+    let container = container_name(name);
     let _removed = docker::Removed(container.clone());
     create_step(&container, &reference).run()?;
     let found = export_step(&container).pipe(|tar| read_filesystem(tar))?;
@@ -85,14 +90,6 @@ pub fn write(out: &Path, sbom: &serde_json::Value) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     crate::fs::write_if_changed(out, &(serde_json::to_string_pretty(sbom)? + "\n"))
-}
-
-fn short(reference: &str) -> String {
-    reference
-        .rsplit('/')
-        .next()
-        .unwrap_or(reference)
-        .replace([':', '@'], "-")
 }
 
 fn create_step(container: &str, reference: &str) -> crate::plan::Step {

@@ -231,7 +231,7 @@ impl flags::Scan {
             for name in &names {
                 println!(
                     "{}",
-                    trivy_step(&bake::service_image(&project.manifest, name, target))
+                    trivy_step(name, &bake::service_image(&project.manifest, name, target))
                         .0
                         .command_line()
                 );
@@ -254,14 +254,10 @@ pub fn trivy_installed() -> bool {
     which::which("trivy").is_ok()
 }
 
-/// The Trivy step that scans `image` (a service's image), and the report file it writes.
-pub fn trivy_step(image: &bake::Image) -> (Step, std::path::PathBuf) {
+/// The Trivy step that scans `image` (service `name`'s), and the report file it writes.
+pub fn trivy_step(name: &str, image: &bake::Image) -> (Step, std::path::PathBuf) {
     let reference = image.reference();
-    let out = std::env::temp_dir().join(format!(
-        "slipway-trivy-{}-{}.json",
-        std::process::id(),
-        image.repository.rsplit('/').next().unwrap_or("image")
-    ));
+    let out = std::env::temp_dir().join(format!("slipway-trivy-{}-{name}.json", std::process::id()));
     let step = Step::new(format!("scan {reference}"), "trivy")
         .args([
             "image",
@@ -285,7 +281,7 @@ pub fn trivy_step(image: &bake::Image) -> (Step, std::path::PathBuf) {
 pub fn scan_image(project: &Project, name: &str, target: crate::manifest::Target) -> Result<Verdict> {
     let image = bake::service_image(&project.manifest, name, target);
     let reference = image.reference();
-    let (step, out) = trivy_step(&image);
+    let (step, out) = trivy_step(name, &image);
     let id = crate::docker::image_id(&reference).ok_or_else(|| {
         anyhow::anyhow!("no image {reference} to scan: build it first (`cargo xtask build {name} --target {target}`)")
     })?;
