@@ -161,6 +161,9 @@ pub struct Target {
     /// Its tags' names (seed 002's rules); `tags` are the same as references.
     #[serde(skip)]
     pub tag_names: Vec<String>,
+    /// The names a push gives it instead (`git::push_tags`: release tags from main only).
+    #[serde(skip)]
+    pub push_tag_names: Vec<String>,
     /// The service it builds (none for a base).
     #[serde(skip)]
     pub service: Option<String>,
@@ -212,7 +215,8 @@ pub fn service_image(m: &Manifest, service: &str, target: manifest::Target) -> I
 /// The paths whose last commit is an image's revision: its own files, its bases', and
 /// the manifest.
 fn inputs_of(m: &Manifest, base_dirs: &[&str], service: Option<&str>) -> Vec<String> {
-    let mut paths: Vec<String> = vec![crate::manifest::FILE.to_owned()];
+    // The manifest, and the record of the root image every base starts from.
+    let mut paths: Vec<String> = vec![crate::manifest::FILE.to_owned(), crate::bases::FILE.to_owned()];
     paths.extend(base_dirs.iter().map(|d| d.to_string()));
     if let Some(name) = service {
         let s = &m.services[name];
@@ -338,6 +342,16 @@ fn secrets(inputs: &Inputs, root_ca: bool) -> Vec<String> {
     out
 }
 
+/// Give the targets `pushed` the tags a push gives them (`push_tag_names`).
+pub fn tag_for_push(definition: &mut Definition, pushed: &[String]) {
+    for name in pushed {
+        if let Some(t) = definition.target.get_mut(name) {
+            t.tag_names = t.push_tag_names.clone();
+            t.tags = t.tag_names.iter().map(|n| t.image.with_tag(n)).collect();
+        }
+    }
+}
+
 /// Generate the whole definition: every base, and every service at every target.
 pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
     let head = &inputs.head;
@@ -370,6 +384,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             target: stage.into(),
             labels: labels(m, inputs, &paths, &format!("{}-{}", m.brand(), base.target)),
             tags: tag_names.iter().map(|t| image.with_tag(t)).collect(),
+            push_tag_names: tag_names.clone(),
             tag_names,
             image,
             secret: secrets(inputs, base.target == "os-base"),
@@ -400,6 +415,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             let bake_name = service_target(name, target);
             let (cache_from, cache_to) = cache(m, &bake_name);
             let tag_names = git::tags(m.version.get_ref(), head, &target.tag_suffix());
+            let push_tag_names = git::push_tags(m.version.get_ref(), head, &target.tag_suffix());
             let image = service_image(m, name, target);
             let mut t = Target {
                 description: format!(
@@ -416,6 +432,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 labels: labels(m, inputs, &paths, name),
                 tags: tag_names.iter().map(|t| image.with_tag(t)).collect(),
                 tag_names,
+                push_tag_names,
                 image,
                 service: Some(name.clone()),
                 secret: secrets(inputs, false),

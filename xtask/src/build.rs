@@ -26,6 +26,10 @@ impl flags::Build {
             .as_ref()
             .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>());
         if dry_run {
+            if self.pull {
+                print!("{}", bootstrap::show(project, None)?.render());
+                ui::note("then the build below, with no cached layer where the root image did not change");
+            }
             return show(
                 project,
                 &Request {
@@ -37,6 +41,22 @@ impl flags::Build {
                 },
             );
         }
+        let mut no_cache = self.no_cache;
+        if self.pull {
+            // Fresh bases: the root made anew and recorded. A new root changes every
+            // base's first step; the same root (a registry whose image has not moved)
+            // would leave the apt layers cached, so then nothing cached is reused.
+            bake::selection(&project.manifest, &self.names, target)?;
+            let before = docker::image_id(&bootstrap::root_image(project));
+            bootstrap::make(project, true)?;
+            let after = docker::image_id(&bootstrap::root_image(project));
+            if before.is_some() && before == after {
+                ui::note(
+                    "the root image did not change: building with no cached layer, so the bases' packages are current",
+                );
+                no_cache = true;
+            }
+        }
         let built = build(
             project,
             &self.names,
@@ -45,7 +65,7 @@ impl flags::Build {
             Mode {
                 print: self.print,
                 push: self.push,
-                no_cache: self.no_cache,
+                no_cache,
             },
         )?;
         if built.is_empty() {
@@ -126,6 +146,8 @@ pub struct Facts {
     pub extra_ca: Option<String>,
     /// The root image's id in the store; `None` when it must be pulled or bootstrapped.
     pub root_image_id: Option<String>,
+    /// bases.lock, when there is one.
+    pub bases: Option<crate::bases::Lock>,
 }
 
 impl Facts {
@@ -194,6 +216,7 @@ impl Facts {
                 .unwrap_or_else(|_| format!("file://{}", project.root.display())),
             extra_ca: extra_ca_text(project)?,
             root_image_id,
+            bases: crate::bases::Lock::read(project)?,
         })
     }
 }
@@ -216,6 +239,8 @@ pub struct BuildPlan {
     pub contexts: Vec<String>,
     /// The root image, when it is not in the store (pulled, or bootstrapped).
     pub root_image_missing: Option<String>,
+    /// The digest bases.lock pins the root image to, when it was pulled.
+    pub root_digest: Option<String>,
     /// The bakes, each with the metadata file it writes.
     pub bakes: Vec<(Step, PathBuf)>,
     /// `bake --print` of the whole selection (what `build --print` runs).
@@ -234,14 +259,10 @@ impl BuildPlan {
     /// What a dry run shows: the root image's fate, then the bakes, numbered.
     pub fn render(&self, project: &Project) -> String {
         let mut plan = crate::plan::Plan::new();
-        if let Some(image) = &self.root_image_missing {
-            plan.push(
-                docker::step(format!("pull {image} where a registry answers"), &["pull", image])
-                    .on_fail("where none answers, the bootstrap steps below"),
-            );
-            if let Ok(bootstrap) = bootstrap::plan(project) {
-                plan.steps.extend(bootstrap.steps);
-            }
+        if self.root_image_missing.is_some()
+            && let Ok(root) = bootstrap::show(project, self.root_digest.as_deref())
+        {
+            plan.steps.extend(root.steps);
         }
         for (step, _) in &self.bakes {
             plan.push(step.clone());
@@ -283,8 +304,13 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         revisions: facts.revisions.clone(),
         source: facts.source.clone(),
     };
-    let definition = bake::definition(m, &inputs);
+    let mut definition = bake::definition(m, &inputs);
     let layers = bake::selection(m, &request.names, request.target)?;
+    if request.push {
+        // What a push pushes (the last layer) gets the push's tags: release tags from
+        // main only.
+        bake::tag_for_push(&mut definition, layers.last().map_or(&[][..], |l| &l[..]));
+    }
     let all: Vec<String> = layers.concat();
     let bake_file = build_dir.join("bake.json");
     let contexts = layers
@@ -335,6 +361,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         stamp_file,
         contexts,
         root_image_missing: facts.root_image_id.is_none().then(|| bootstrap::root_image(project)),
+        root_digest: facts.bases.as_ref().and_then(|l| l.root.digest.clone()),
         bakes,
         print,
         target: request.target,
@@ -430,10 +457,10 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
         return Ok(built);
     }
 
-    let mut steps = match &plan.root_image_missing {
-        Some(_) => bootstrap::ensure_root_image(project)?,
-        None => crate::plan::Plan::new(),
-    };
+    if plan.root_image_missing.is_some() {
+        bootstrap::ensure_root_image(project)?;
+    }
+    let mut steps = crate::plan::Plan::new();
     let metadata_files: Vec<PathBuf> = plan.bakes.iter().map(|(_, meta)| meta.clone()).collect();
     for (step, _) in &plan.bakes {
         steps.push(step.clone());
@@ -951,6 +978,7 @@ pub fn test_facts(project: &Project, modern: bool) -> Facts {
         source: "file:///checkout".into(),
         extra_ca: Some("-----BEGIN CERTIFICATE-----\n".into()),
         root_image_id: Some("sha256:root".into()),
+        bases: None,
     }
 }
 

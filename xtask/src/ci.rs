@@ -46,8 +46,8 @@ pub fn affected(m: &Manifest, changed: &[String]) -> BTreeSet<String> {
                 Kind::Python => "images/python-base",
             };
             let base_changed = under(file, "images/os-base") || under(file, base);
-            if inputs.matches(file) || file == crate::manifest::FILE || (base_changed && !crate::inputs::is_noise(file))
-            {
+            let everyone = file == crate::manifest::FILE || file == crate::bases::FILE;
+            if inputs.matches(file) || everyone || (base_changed && !crate::inputs::is_noise(file)) {
                 out.insert(name.get_ref().clone());
             }
         }
@@ -535,6 +535,10 @@ on:
   push:
     branches: [main]
   pull_request:
+  # Seed 004: the bases are refreshed monthly (the refresh-bases job), or by hand.
+  schedule:
+    - cron: "0 4 1 * *"
+  workflow_dispatch:
 
 permissions:
   contents: read
@@ -547,22 +551,52 @@ env:
   CARGO_TERM_COLOR: always
 
 jobs:
+  # Fresh bases: the root image made anew and recorded in bases.lock, the bases and
+  # every prod image built from it, then a pull request with the new bases.lock. Its
+  # CI tests every image (bases.lock is an input of all of them); merged, main pushes,
+  # signs and verifies them. Pull requests opened with the workflow's own token start
+  # no workflow: give a token in the secret REFRESH_TOKEN (docs/ci.md).
+  refresh-bases:
+    name: refresh the bases
+    if: github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'
+    runs-on: ubuntu-latest
+    timeout-minutes: 45
+    permissions:
+      contents: write
+      pull-requests: write
+    steps:
+      - uses: actions/checkout@v4
+      - uses: awalsh128/cache-apt-pkgs-action@v1
+        with:
+          packages: mmdebstrap
+      - run: cargo xtask build --pull --target prod
+      - uses: peter-evans/create-pull-request@v7
+        with:
+          token: ${{{{ secrets.REFRESH_TOKEN || github.token }}}}
+          add-paths: bases.lock
+          branch: refresh-bases
+          commit-message: "Refresh the base images (bases.lock)"
+          title: "Refresh the base images"
+          body: "`cargo xtask build --pull` made the root image anew; bases.lock records it. Merging rebuilds, pushes and signs every image."
+
   test:
     name: cargo xtask test
+    if: github.event_name != 'schedule'
     runs-on: ubuntu-latest
     timeout-minutes: 60
     steps:
       - uses: actions/checkout@v4
       # What the engine tests use beside Docker: a local registry and mmdebstrap (the
-      # air-gapped bootstrap), cosign (signatures).
+      # air-gapped bootstrap), skopeo (prune), cosign (signatures).
       - uses: awalsh128/cache-apt-pkgs-action@v1
         with:
-          packages: docker-registry mmdebstrap
+          packages: docker-registry mmdebstrap skopeo
       - uses: sigstore/cosign-installer@v3
       - run: cargo xtask test
 
   matrix:
     name: affected images
+    if: github.event_name != 'schedule'
     runs-on: ubuntu-latest
     timeout-minutes: 10
     outputs:
@@ -702,6 +736,8 @@ mod tests {
         assert_eq!(hit(&["images/rust-builder/rust-dev-loop"]), ["gateway"]);
         assert_eq!(hit(&["images/os-base/Dockerfile"]), ["agent", "gateway"]);
         assert_eq!(hit(&["slipway.toml"]), ["agent", "gateway"]);
+        // A refresh of the bases rebuilds every image.
+        assert_eq!(hit(&["bases.lock"]), ["agent", "gateway"]);
         assert!(hit(&["docs/building.md", "README.md", "xtask/src/ci.rs", "compose.yaml"]).is_empty());
         // A path that only starts like a service's is not it.
         assert!(hit(&["services/gateway-old/x"]).is_empty());

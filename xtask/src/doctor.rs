@@ -133,22 +133,24 @@ pub fn checks() -> Vec<Check> {
         }
     }
 
-    out.push(match which::which("mmdebstrap") {
-        Ok(path) => check(
-            "mmdebstrap",
-            Status::Ok,
-            format!("{}: the root image can be built with no registry", path.display()),
-            None,
-        ),
-        Err(_) => check(
-            "mmdebstrap",
-            Status::Warn,
-            "missing: needed to build the root image where no registry is reachable",
-            Some("`apt-get install mmdebstrap`"),
-        ),
-    });
+    // Debian packages the optional commands run: a warning when missing, with the fix.
+    for (program, what) in [
+        ("mmdebstrap", "builds the root image where no registry is reachable"),
+        ("skopeo", "is how `cargo xtask prune` talks to the registry"),
+    ] {
+        out.push(match which::which(program) {
+            Ok(path) => check(program, Status::Ok, format!("{}: {what}", path.display()), None),
+            Err(_) => check(
+                program,
+                Status::Warn,
+                format!("missing: it {what}"),
+                Some(&format!("`apt-get install {program}`")),
+            ),
+        });
+    }
 
     if let Ok(project) = &project {
+        out.extend(bases_checks(project, engine.is_ok()));
         out.push(certs_check(project));
         out.push(disk_check("disk", &Place::state(&project.state_dir())));
         if engine.is_ok()
@@ -219,6 +221,70 @@ fn plugin_check(name: &str, version: Option<String>, min: (u32, u32, u32), insta
             ),
         },
     }
+}
+
+/// How fresh the bases are (seed 004: refreshed monthly): bases.lock's last refresh, and
+/// the root image in the store, each against `debian.max-age-days`.
+fn bases_checks(project: &Project, engine: bool) -> Vec<Check> {
+    use crate::bases::{self, Lock};
+    let limit = project.manifest.debian.max_age_days;
+    let limit_secs = i64::from(limit) * 86_400;
+    let now = time::OffsetDateTime::now_utc();
+    let refresh = "`cargo xtask build --pull` (makes the root image anew, records it in bases.lock and rebuilds the bases), then commit bases.lock; CI's monthly refresh job does the same";
+    let old = |what: String, secs: i64, when: &str| {
+        check(
+            "bases",
+            Status::Warn,
+            format!(
+                "{what} {} days ago ({when}), older than debian.max-age-days = {limit}",
+                bases::days(secs)
+            ),
+            Some(refresh),
+        )
+    };
+    let path = Lock::path(project);
+    let mut out = Vec::new();
+    match Lock::read(project) {
+        Err(err) => out.push(check("bases", Status::Warn, format!("{err:#}"), None)),
+        Ok(None) => out.push(check(
+            "bases",
+            Status::Warn,
+            format!(
+                "no {} yet: nothing records which root image the bases are built from",
+                path.display()
+            ),
+            Some("`cargo xtask bootstrap --refresh` records it (a first build does too); commit it"),
+        )),
+        Ok(Some(lock)) => {
+            let age = lock.age_secs(now);
+            let when = match &lock.root.snapshot {
+                Some(snapshot) => format!("{}, mirror snapshot {snapshot}", lock.root.refreshed),
+                None => lock.root.refreshed.clone(),
+            };
+            out.push(if age > limit_secs {
+                old(format!("{} refreshed", bases::FILE), age, &when)
+            } else {
+                check(
+                    "bases",
+                    Status::Ok,
+                    format!("{} refreshed {} days ago ({when})", lock.root.image, bases::days(age)),
+                    None,
+                )
+            });
+        }
+    }
+    let image = crate::bootstrap::root_image(project);
+    if engine
+        && let Ok(inspect) = docker::inspect_image(&image)
+        && let Some(created) = inspect["Created"].as_str()
+        && let Ok(t) = bases::parse_utc(created)
+    {
+        let age = (now - t).whole_seconds();
+        if age > limit_secs {
+            out.push(old(format!("{image} in the image store was made"), age, created));
+        }
+    }
+    out
 }
 
 fn certs_check(project: &Project) -> Check {

@@ -71,13 +71,19 @@ xflags::xflags! {
             optional --platform platform: String
             /// Build every step again, reusing no cached layer (the root image is kept).
             optional --no-cache
+            /// Refresh the bases first: the root image pulled or bootstrapped anew
+            /// (`bootstrap --refresh`, recorded in bases.lock), and the bases built again
+            /// with no cached layer, so their packages are the mirror's current ones.
+            optional --pull
         }
 
-        /// Build the Debian root image (`debian:<release>-slim`) from a Debian mirror
-        /// with mmdebstrap and import it: for machines that reach no container registry.
+        /// Make the Debian root image (`debian:<release>-slim`) every base starts from:
+        /// pulled where a registry answers, else built from a Debian mirror with
+        /// mmdebstrap and imported. The first one is recorded in bases.lock.
         cmd bootstrap {
-            /// Build it again even when the image store has it.
-            optional --force
+            /// Make it anew even when the image store has it, and record it in
+            /// bases.lock (its digest, or the mirror's snapshot and package versions).
+            optional --refresh
         }
 
         /// Check the image policy: Dockerfile rules, the built images' configuration,
@@ -271,6 +277,17 @@ xflags::xflags! {
             optional --no-provenance
         }
 
+        /// Apply the retention policy ([retention] in slipway.toml) to each service's
+        /// repository in the registry: the newest versions, latest, recent builds of live
+        /// branches stay; the rest, with their signatures, is deleted by digest. An image
+        /// a kept tag names is never deleted. Run with --dry-run first.
+        cmd prune {
+            /// Services whose repositories to prune (default: every service).
+            repeated names: String
+            /// Print every verdict as JSON.
+            optional --json
+        }
+
         /// Measure every target of the spec on this machine, each beside its comparison,
         /// and write docs/benchmarks.md and docs/benchmarks.json. No figure fails it.
         cmd bench {
@@ -340,6 +357,7 @@ pub enum XtaskCmd {
     Sbom(Sbom),
     Release(Release),
     Verify(Verify),
+    Prune(Prune),
     Bench(Bench),
     Certs(Certs),
     Codegen(Codegen),
@@ -364,11 +382,12 @@ pub struct Build {
     pub push: bool,
     pub platform: Option<String>,
     pub no_cache: bool,
+    pub pull: bool,
 }
 
 #[derive(Debug)]
 pub struct Bootstrap {
-    pub force: bool,
+    pub refresh: bool,
 }
 
 #[derive(Debug)]
@@ -500,6 +519,13 @@ pub struct Verify {
     pub issuer: Option<String>,
     pub json: bool,
     pub no_provenance: bool,
+}
+
+#[derive(Debug)]
+pub struct Prune {
+    pub names: Vec<String>,
+
+    pub json: bool,
 }
 
 #[derive(Debug)]

@@ -43,6 +43,22 @@ pub fn head(root: &Path) -> Head {
     Head { sha, branch }
 }
 
+/// Every branch this checkout knows, local and remote-tracking (`git fetch --prune`
+/// first to learn of deleted ones), as the tags name them ([`tag_safe`]); `None` when git
+/// names none (not a checkout), so that nothing is judged "deleted" for want of an answer.
+pub fn branches(root: &Path) -> Option<std::collections::BTreeSet<String>> {
+    let local = git(root, &["for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads"]).unwrap_or_default();
+    let remote = git(root, &["for-each-ref", "--format=%(refname:lstrip=3)", "refs/remotes"]).unwrap_or_default();
+    let names: std::collections::BTreeSet<String> = local
+        .lines()
+        .chain(remote.lines())
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && *b != "HEAD")
+        .map(tag_safe)
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
 /// The last commit that touched an image's inputs: what its labels and its
 /// `SOURCE_DATE_EPOCH` are made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +144,41 @@ pub fn tags(version: &str, head: &Head, suffix: &str) -> Vec<String> {
     tags
 }
 
+/// The tags a push gives an image (seed 002's registry rules): `{version}`,
+/// `{version}-{sha7}` and `latest` from `main` only, so that no other branch moves a
+/// release tag; `{branch}-{sha7}` from any other branch; `{version}-{sha7}` from a
+/// checkout on no branch. `cargo xtask prune` reads the same names back.
+pub fn push_tags(version: &str, head: &Head, suffix: &str) -> Vec<String> {
+    let sha = (head.sha != "unknown").then(|| head.sha7());
+    match (head.branch.as_deref(), sha) {
+        (Some("main"), Some(sha)) => vec![
+            format!("{version}{suffix}"),
+            format!("{version}-{sha}{suffix}"),
+            format!("latest{suffix}"),
+        ],
+        (Some("main"), None) => vec![format!("{version}{suffix}"), format!("latest{suffix}")],
+        (Some(branch), Some(sha)) => vec![format!("{}-{sha}{suffix}", tag_safe(branch))],
+        (None, Some(sha)) => vec![format!("{version}-{sha}{suffix}")],
+        (_, None) => vec![format!("{version}{suffix}")],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_moves_release_tags_from_main_only() {
+        assert_eq!(
+            push_tags("1.2.0", &head(Some("main")), ""),
+            ["1.2.0", "1.2.0-0123456", "latest"]
+        );
+        assert_eq!(
+            push_tags("1.2.0", &head(Some("feature/Login")), "-dev"),
+            ["feature-login-0123456-dev"]
+        );
+        assert_eq!(push_tags("1.2.0", &head(None), ""), ["1.2.0-0123456"]);
+    }
 
     fn head(branch: Option<&str>) -> Head {
         Head {

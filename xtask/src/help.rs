@@ -30,6 +30,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["sbom"],
     &["release"],
     &["verify"],
+    &["prune"],
     &["bench"],
     &["certs"],
     &["certs", "status"],

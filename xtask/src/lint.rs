@@ -259,21 +259,74 @@ CMD /app/gateway
         let v = scan_archive(&archive[..], true, &ids).unwrap().violations.join("\n");
         assert!(!v.contains("usr/bin/su") && !v.contains("usr/bin/gcc"), "{v}");
         assert!(v.contains("app/leak.pem"), "{v}");
-        let (clean, ids) = classic(&[&tar(&[("etc/hostname", 0o644, b"x")])]);
+        let (clean, ids) = classic(&[&tar(&[
+            ("etc/hostname", 0o644, b"x"),
+            ("usr/lib/os-release", 0o644, b"ID=debian"),
+            ("var/lib/dpkg/status.d/libc6", 0o644, b"Package: libc6"),
+        ])]);
         let scan = scan_archive(&clean[..], true, &ids).unwrap();
         assert!(scan.violations.is_empty(), "{:?}", scan.violations);
     }
 
     #[test]
+    fn a_prod_image_keeps_the_package_database_and_loses_the_package_manager() {
+        let base = tar(&[
+            ("usr/lib/os-release", 0o644, b"ID=debian"),
+            ("var/lib/dpkg/status", 0o644, b"Package: apt"),
+            ("usr/bin/apt-get", 0o755, b"ELF"),
+            ("usr/bin/dpkg", 0o755, b"ELF"),
+            ("usr/bin/dpkg-query", 0o755, b"ELF"),
+            ("app/.venv/bin/pip3.13", 0o755, b"#!"),
+            ("usr/bin/python3", 0o755, b"ELF"),
+            ("usr/bin/aptly-notes", 0o644, b"not apt"),
+        ]);
+        let (archive, ids) = classic(&[&base]);
+        let v = scan_archive(&archive[..], true, &ids).unwrap().violations;
+        let named: Vec<&str> = v.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            named,
+            [
+                "app/.venv/bin/pip3.13",
+                "usr/bin/apt-get",
+                "usr/bin/dpkg",
+                "usr/bin/dpkg-query"
+            ],
+            "{v:#?}"
+        );
+        // The programs removed in the same image and the database with them: the
+        // programs pass, the missing database and release are each named.
+        let gone = tar(&[
+            ("usr/bin/.wh.apt-get", 0o644, b""),
+            ("usr/bin/.wh.dpkg", 0o644, b""),
+            ("usr/bin/.wh.dpkg-query", 0o644, b""),
+            ("app/.venv/bin/.wh.pip3.13", 0o644, b""),
+            ("var/lib/dpkg/.wh.status", 0o644, b""),
+            ("usr/lib/.wh.os-release", 0o644, b""),
+        ]);
+        let (archive, ids) = classic(&[&base, &gone]);
+        let v = scan_archive(&archive[..], true, &ids).unwrap().violations.join("\n");
+        assert!(!v.contains("carries no compiler"), "{v}");
+        assert!(v.contains("no os-release") && v.contains("no package database"), "{v}");
+        // Outside prod neither applies.
+        let v = scan_archive(&archive[..], false, &ids).unwrap().violations;
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
     fn compressed_oci_layers_are_read_whole() {
-        let base = tar(&[("etc/hostname", 0o644, b"x"), ("usr/bin/env", 0o755, b"ELF")]);
+        let base = tar(&[
+            ("etc/hostname", 0o644, b"x"),
+            ("usr/bin/env", 0o755, b"ELF"),
+            ("etc/os-release", 0o644, b"ID=debian"),
+            ("var/lib/dpkg/status", 0o644, b"Package: libc6"),
+        ]);
         let planted = tar(&[("tmp/leak.key", 0o600, KEY)]);
         let deleted = tar(&[("tmp/.wh.leak.key", 0o644, b"")]);
         // The key sits in a zstd layer that a later gzip layer deletes: still found.
         let (archive, ids) = oci(&[(&base, "gzip"), (&planted, "zstd"), (&deleted, "gzip")]);
         let scan = scan_archive(&archive[..], true, &ids).unwrap();
         assert_eq!(scan.layers, ids, "every layer is read, in order");
-        assert_eq!(scan.files, 4);
+        assert_eq!(scan.files, 6);
         let v = scan.violations.join("\n");
         assert!(v.contains("tmp/leak.key") && v.contains("private key"), "{v}");
         // Without the key, the same layout passes.

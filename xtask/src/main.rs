@@ -5,6 +5,7 @@
 //! `impl flags::Command { fn run(self, ...) }`.
 
 mod bake;
+mod bases;
 mod bench;
 mod bootstrap;
 mod build;
@@ -34,6 +35,7 @@ mod new;
 mod plan;
 mod ports;
 mod project;
+mod prune;
 mod ps;
 mod release;
 mod remove;
@@ -113,6 +115,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Sbom(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Release(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Verify(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Prune(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Bench(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Down(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Logs(cmd) => cmd.run(&project::Project::load()?, dry_run),
@@ -141,6 +144,7 @@ impl flags::Xtask {
             flags::XtaskCmd::Sbom(_) => "sbom",
             flags::XtaskCmd::Release(_) => "release",
             flags::XtaskCmd::Verify(_) => "verify",
+            flags::XtaskCmd::Prune(_) => "prune",
             flags::XtaskCmd::Bench(_) => "bench",
             flags::XtaskCmd::Down(_) => "down",
             flags::XtaskCmd::Logs(_) => "logs",

@@ -59,6 +59,41 @@ pub struct Manifest {
     /// How `ci run` builds.
     #[serde(default)]
     pub ci: Ci,
+    /// What `cargo xtask prune` keeps in the registry.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// The registry's retention policy (seed 002), applied by `cargo xtask prune`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Retention {
+    /// How many `{version}` tags to keep, the newest versions (10 by default); `latest`
+    /// is always kept.
+    #[serde(default = "default_keep_versions")]
+    pub versions: usize,
+    /// How many days a branch's `{branch}-{sha7}` builds (and main's
+    /// `{version}-{sha7}` ones) are kept after they were made (7 by default). A deleted
+    /// branch's builds go at once.
+    #[serde(default = "default_branch_days")]
+    pub branch_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            versions: default_keep_versions(),
+            branch_days: default_branch_days(),
+        }
+    }
+}
+
+fn default_keep_versions() -> usize {
+    10
+}
+
+fn default_branch_days() -> u32 {
+    7
 }
 
 fn default_brand() -> Spanned<String> {
@@ -75,6 +110,11 @@ pub struct Debian {
     /// Mirror for the air-gapped bootstrap (mmdebstrap); default: the host's apt mirror.
     #[serde(default)]
     pub mirror: Option<String>,
+    /// How old the bases may grow (days since `bases.lock`'s refresh, and since the root
+    /// image in the store was made) before `doctor` warns: 30 by default (seed 004's
+    /// monthly refresh).
+    #[serde(default = "default_max_age_days")]
+    pub max_age_days: u32,
 }
 
 impl Default for Debian {
@@ -82,8 +122,13 @@ impl Default for Debian {
         Debian {
             release: default_release(),
             mirror: None,
+            max_age_days: default_max_age_days(),
         }
     }
+}
+
+fn default_max_age_days() -> u32 {
+    30
 }
 
 fn default_release() -> Spanned<String> {

@@ -1,8 +1,9 @@
 //! `cargo xtask release [NAME...] [--target T] [--push] [--sign] [--key K]
 //! [--allow-unscanned]`: the release of the service images.
 //!
-//! 1. Build them (a no-op when they are up to date) and show the tags seed 002 gives
-//!    them: `{version}`, `{version}-{sha7}`, `{branch}-{sha7}`, `latest` on main.
+//! 1. Build them (a no-op when they are up to date) and show the tags a push gives
+//!    them (`git::push_tags`): `{version}`, `{version}-{sha7}` and `latest` from main,
+//!    `{branch}-{sha7}` from any other branch.
 //! 2. Check that each has a passing scan of *this build* on record (`scan` keeps the
 //!    image id it judged). Critical or High blocks; no scan blocks unless
 //!    `--allow-unscanned`. Without `--push`, stop here.
@@ -187,7 +188,15 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
     let (mut unscanned, mut blocked) = (Vec::new(), Vec::new());
     for image in built.iter().filter(|b| service_of(&b.image).is_some()) {
         let reference = image.image.reference();
-        ui::note(&format!("{}: tags {}", image.image.repository, image.tags.join(", ")));
+        // What a push gives it (release tags from main only), not every local tag.
+        let pushed_as = plan
+            .load
+            .definition
+            .target
+            .values()
+            .find(|t| t.image == image.image)
+            .map_or(&image.tags, |t| &t.push_tag_names);
+        ui::note(&format!("{}: tags {}", image.image.repository, pushed_as.join(", ")));
         match scan::record(project, &reference, Some(&image.id)) {
             Record::Passed => {}
             Record::Blocked(n) => blocked.push(format!("{reference} ({n} critical or high)")),

@@ -189,6 +189,90 @@ fn doctor_with_the_engine_down_says_so_in_one_line() {
     assert_eq!(engine["status"], "fail");
 }
 
+/// A copy of the manifest in `dir` (with `edit` applied) and, when given, a bases.lock
+/// beside it refreshed `days_ago`.
+fn manifest_with_lock(dir: &Path, edit: impl Fn(String) -> String, days_ago: Option<u64>) -> PathBuf {
+    let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.toml")).unwrap();
+    let path = dir.join("slipway.toml");
+    std::fs::write(&path, edit(good)).unwrap();
+    let lock = dir.join("bases.lock");
+    let _ = std::fs::remove_file(&lock);
+    if let Some(days) = days_ago {
+        // `date` prints the time the lock records, as `bootstrap --refresh` writes it.
+        let out = Command::new("date")
+            .args(["--utc", &format!("--date=-{days} days"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        let when = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        std::fs::write(
+            &lock,
+            format!(
+                "[root]\nimage = \"debian:trixie-slim\"\nsource = \"mmdebstrap\"\nsnapshot = \"{when}\"\nrefreshed = \"{when}\"\npackages = [\"apt 3.0.4\"]\n"
+            ),
+        )
+        .unwrap();
+    }
+    path
+}
+
+/// doctor's `bases` checks, as `doctor --json` reports them.
+fn bases_checks(out: &Output) -> Vec<serde_json::Value> {
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(out)));
+    checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "bases")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn doctor_warns_when_the_bases_are_older_than_the_limit() {
+    let dir = scratch("bases-age");
+    let doctor = |manifest: &Path| {
+        xtask()
+            .args(["doctor", "--json"])
+            .env("SLIPWAY_MANIFEST", manifest)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap()
+    };
+    // Refreshed 40 days ago, the limit 30 (the default): a warning that says both, and
+    // how to refresh.
+    let manifest = manifest_with_lock(&dir, |m| m, Some(40));
+    let bases = bases_checks(&doctor(&manifest));
+    assert_eq!(bases.len(), 1, "{bases:#?}");
+    assert_eq!(bases[0]["status"], "warn", "{bases:#?}");
+    let detail = bases[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("refreshed 40 days ago") && detail.contains("older than debian.max-age-days = 30"),
+        "{detail}"
+    );
+    assert!(
+        bases[0]["fix"].as_str().unwrap().contains("cargo xtask build --pull"),
+        "{bases:#?}"
+    );
+    // Refreshed 2 days ago: fine.
+    let manifest = manifest_with_lock(&dir, |m| m, Some(2));
+    let bases = bases_checks(&doctor(&manifest));
+    assert_eq!(bases[0]["status"], "ok", "{bases:#?}");
+    // The same lock with a limit of 1 day: a warning again.
+    let manifest = manifest_with_lock(&dir, |m| m.replace("max-age-days = 30", "max-age-days = 1"), Some(2));
+    let bases = bases_checks(&doctor(&manifest));
+    assert_eq!(bases[0]["status"], "warn", "{bases:#?}");
+    // No lock at all: said, with what makes one.
+    let manifest = manifest_with_lock(&dir, |m| m, None);
+    let bases = bases_checks(&doctor(&manifest));
+    assert_eq!(bases[0]["status"], "warn", "{bases:#?}");
+    assert!(bases[0]["detail"].as_str().unwrap().contains("no "), "{bases:#?}");
+    assert!(
+        bases[0]["fix"].as_str().unwrap().contains("bootstrap --refresh"),
+        "{bases:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn test_without_an_engine_fails_and_says_why() {
     let out = xtask()
@@ -340,6 +424,29 @@ fn doctor_with_the_engine_up_finds_the_plugins() {
     // Required checks pass, so doctor passes (certs are only a warning before `certs`).
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(status("certs"), "warn");
+    // The root image in the store is older than a limit of 0 days: warned, beside the
+    // lock's own age.
+    let dir = scratch("doctor-up-bases");
+    let manifest = manifest_with_lock(&dir, |m| m.replace("max-age-days = 30", "max-age-days = 0"), Some(1));
+    let out = xtask()
+        .args(["doctor", "--json"])
+        .env("SLIPWAY_STATE_DIR", &state)
+        .env("SLIPWAY_MANIFEST", &manifest)
+        .output()
+        .unwrap();
+    let bases = bases_checks(&out);
+    let details: Vec<&str> = bases.iter().filter_map(|c| c["detail"].as_str()).collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("bases.lock refreshed 1 days ago")),
+        "{bases:#?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("debian:trixie-slim in the image store was made") && d.ends_with("max-age-days = 0")),
+        "{bases:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&state);
 }
 

@@ -1212,7 +1212,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  delete:\n    enabled: true\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
                 dir.join("data").display()
             ),
         )
@@ -1337,6 +1337,221 @@ impl Drop for Registry {
     }
 }
 
+/// A branch of this checkout for as long as it lives.
+struct Branch(String);
+
+impl Branch {
+    fn new(name: &str) -> Branch {
+        let out = Command::new("git")
+            .args(["branch", "--force", name])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        Branch(name.to_owned())
+    }
+}
+
+impl Drop for Branch {
+    fn drop(&mut self) {
+        let _ = Command::new("git")
+            .args(["branch", "--delete", "--force", &self.0])
+            .current_dir(root())
+            .output();
+    }
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn prune_applies_the_retention_policy_and_never_deletes_a_kept_signed_image() {
+    let _serial = serial();
+    let registry = Registry::start();
+    let dir = registry.dir.clone();
+    let live = Branch::new("slipway-prune-live");
+    let repo = format!("{}/platform/gateway", registry.host());
+    let manifest = dir.join("slipway.toml");
+    let text_of_manifest = std::fs::read_to_string(root().join("slipway.toml")).unwrap().replace(
+        "registry = \"localhost:5000\"",
+        &format!("registry = \"{}\"", registry.host()),
+    );
+    std::fs::write(
+        &manifest,
+        format!("{text_of_manifest}\n[retention]\nversions = 2\nbranch-days = 7\n"),
+    )
+    .unwrap();
+    let days_ago = |days: u64| {
+        let out = Command::new("date")
+            .args(["--utc", &format!("--date=-{days} days"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Small images of their own, each made `days` ago (their created label), pushed
+    // under every tag given.
+    let push = |n: u32, days: u64, tags: &[&str]| -> String {
+        let content = dir.join(format!("image-{n}"));
+        std::fs::create_dir_all(&content).unwrap();
+        std::fs::write(content.join("n"), n.to_string()).unwrap();
+        let tarball = dir.join(format!("image-{n}.tar"));
+        let out = Command::new("tar")
+            .arg("--create")
+            .arg("--file")
+            .arg(&tarball)
+            .arg("--directory")
+            .arg(&content)
+            .arg("n")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let first = format!("{repo}:{}", tags[0]);
+        docker_ok(&[
+            "import",
+            "--change",
+            &format!("LABEL org.opencontainers.image.created={}", days_ago(days)),
+            &tarball.display().to_string(),
+            &first,
+        ]);
+        for tag in tags {
+            let reference = format!("{repo}:{tag}");
+            docker_ok(&["tag", &first, &reference]);
+            docker_ok(&["push", "--quiet", &reference]);
+        }
+        registry.digest("platform/gateway", tags[0])
+    };
+    // Versions 0.4.0 and 0.3.0 are the two newest; 0.1.0's image is also an old build
+    // of the live branch, so both its tags go.
+    let v1 = push(1, 40, &["0.1.0", "slipway-prune-live-1111111"]);
+    let v2 = push(2, 30, &["0.2.0"]);
+    push(3, 20, &["0.3.0"]);
+    let v4 = push(4, 10, &["0.4.0", "latest", "0.4.0-4444444"]);
+    let live_old = push(5, 10, &["slipway-prune-live-5555555"]);
+    let gone = push(6, 1, &["slipway-prune-gone-6666666"]);
+    push(7, 1, &["slipway-prune-live-7777777"]);
+    // An old version whose image a recent live build names: it stays.
+    push(8, 2, &["0.0.9", "slipway-prune-live-8888888"]);
+    // Signatures on a kept image and on one to delete.
+    let (key, public) = cosign_key_pair(&dir, "prune");
+    let sign = |digest: &str| {
+        let out = cosign_sign(&key, &format!("{repo}@{digest}"));
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    sign(&v4);
+    sign(&v2);
+    let tags = || -> Vec<String> {
+        let response = registry.get("/v2/platform/gateway/tags/list").unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        let listed: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+        let mut tags: Vec<String> = listed["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        tags.sort();
+        tags
+    };
+    let signature_of = |digest: &str| format!("sha256-{}", &digest[7..]);
+    let before = tags();
+    assert!(before.iter().any(|t| t.starts_with(&signature_of(&v2))), "{before:?}");
+
+    // The dry run: every verdict, nothing deleted.
+    let out = xtask_with(&manifest, &["--dry-run", "prune", "gateway", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let verdicts = plans[0]["verdicts"].as_array().unwrap();
+    let verdict = |tag: &str| {
+        verdicts
+            .iter()
+            .find(|v| v["tag"] == tag)
+            .unwrap_or_else(|| panic!("no verdict on {tag}: {plans:#}"))
+            .clone()
+    };
+    for (tag, keep) in [
+        ("latest", true),
+        ("0.4.0", true),
+        ("0.4.0-4444444", true),
+        ("0.3.0", true),
+        ("0.2.0", false),
+        ("0.1.0", false),
+        ("0.0.9", true),
+        ("slipway-prune-live-1111111", false),
+        ("slipway-prune-live-5555555", false),
+        ("slipway-prune-live-7777777", true),
+        ("slipway-prune-live-8888888", true),
+        ("slipway-prune-gone-6666666", false),
+    ] {
+        assert_eq!(verdict(tag)["keep"], keep, "{tag}: {:#}", verdict(tag));
+    }
+    assert!(
+        verdict("0.1.0")["why"]
+            .as_str()
+            .unwrap()
+            .contains("older than the 2 newest versions"),
+        "{plans:#}"
+    );
+    assert_eq!(
+        verdict("slipway-prune-gone-6666666")["why"],
+        "branch slipway-prune-gone is gone"
+    );
+    assert_eq!(tags(), before, "a dry run deleted something");
+
+    // The real run.
+    let out = xtask_with(&manifest, &["prune", "gateway"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let after = tags();
+    for kept in [
+        "latest",
+        "0.4.0",
+        "0.4.0-4444444",
+        "0.3.0",
+        "0.0.9",
+        "slipway-prune-live-7777777",
+        "slipway-prune-live-8888888",
+    ] {
+        assert!(after.contains(&kept.to_owned()), "{kept} was deleted: {after:?}");
+    }
+    for deleted in [
+        "0.2.0",
+        "0.1.0",
+        "slipway-prune-live-1111111",
+        "slipway-prune-live-5555555",
+        "slipway-prune-gone-6666666",
+    ] {
+        assert!(
+            !after.contains(&deleted.to_owned()),
+            "{deleted} is still there: {after:?}"
+        );
+    }
+    assert!(!after.iter().any(|t| t.starts_with(&signature_of(&v2))), "{after:?}");
+    assert!(after.iter().any(|t| t.starts_with(&signature_of(&v4))), "{after:?}");
+    for digest in [&v1, &v2, &live_old, &gone] {
+        let response = registry
+            .get(&format!("/v2/platform/gateway/manifests/{digest}"))
+            .unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 404"),
+            "{digest} is still served: {response}"
+        );
+    }
+    // The kept signed image still verifies.
+    let out = Command::new("cosign")
+        .args(["verify", "--key"])
+        .arg(&public)
+        .args([
+            "--allow-insecure-registry",
+            "--insecure-ignore-tlog=true",
+            &format!("{repo}@{v4}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // A second run finds nothing more to delete.
+    let out = xtask_with(&manifest, &["prune", "gateway"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("images deleted"), "{}", text(&out));
+    drop(live);
+}
+
 /// `cargo xtask` against the test's manifest (the registry on loopback, a key of its own).
 fn xtask_with(manifest: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -1359,6 +1574,23 @@ fn cosign_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .expect("cosign (../shared/tools/engine-up.sh installs it)");
     assert!(out.status.success(), "{}", text(&out));
     (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")))
+}
+
+/// `cosign sign` of `reference` with a key of [`cosign_key_pair`], to the loopback
+/// registry, with no transparency log.
+fn cosign_sign(key: &Path, reference: &str) -> Output {
+    Command::new("cosign")
+        .args(["sign", "--yes", "--key"])
+        .arg(key)
+        .args([
+            "--allow-insecure-registry",
+            "--use-signing-config=false",
+            "--tlog-upload=false",
+            reference,
+        ])
+        .env("COSIGN_PASSWORD", "slipway-test")
+        .output()
+        .unwrap()
 }
 
 /// A Trivy report (`trivy image --format json`, Trivy is not installed here) of the
@@ -1524,18 +1756,7 @@ fn release_signs_by_digest_and_verify_catches_a_moved_tag() {
     let bare = format!("{}/platform/bare:1", registry.host());
     docker_ok(&["tag", "localhost:5000/platform/agent:0.1.0", &bare]);
     docker_ok(&["push", &bare]);
-    let signed = Command::new("cosign")
-        .args(["sign", "--yes", "--key"])
-        .arg(&key)
-        .args([
-            "--allow-insecure-registry",
-            "--use-signing-config=false",
-            "--tlog-upload=false",
-            &bare,
-        ])
-        .env("COSIGN_PASSWORD", "slipway-test")
-        .output()
-        .unwrap();
+    let signed = cosign_sign(&key, &bare);
     assert!(signed.status.success(), "{}", text(&signed));
     let (ok, out) = run(&["verify", &bare, "--no-provenance"]);
     assert!(!ok && out.contains("SBOM attestation: "), "{out}");
@@ -1604,7 +1825,7 @@ fn ctrl_c_during_bootstrap_leaves_no_tarball_and_the_root_image_as_it_was() {
     let state = scratch("bootstrap-ctrl-c");
     let tarball = state.join("build/debian-trixie-slim.tar");
     let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["bootstrap", "--force"])
+        .args(["bootstrap", "--refresh"])
         .env("SLIPWAY_STATE_DIR", &state)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

@@ -31,6 +31,42 @@ const PROD_FORBIDDEN: &[&str] = &[
     "usr/bin/uv",
 ];
 
+/// Package managers a prod image must not carry, by program name in a `bin`/`sbin`
+/// directory: apt and dpkg (and their helpers, `apt-get`, `dpkg-query`...), pip in any
+/// Python's version (`pip3.13`), uv. Their database stays (see [`package_database`]).
+fn package_manager(path: &str) -> bool {
+    let Some((dir, name)) = path.rsplit_once('/') else {
+        return false;
+    };
+    let in_bin = matches!(
+        dir,
+        "bin" | "sbin" | "usr/bin" | "usr/sbin" | "usr/local/bin" | "usr/local/sbin"
+    ) || dir.ends_with("/bin");
+    let family =
+        |stem: &str| name == stem || name.starts_with(&format!("{stem}-")) || name.starts_with(&format!("{stem}3"));
+    in_bin && (family("apt") || family("dpkg") || family("pip") || name == "uv" || name == "easy_install")
+}
+
+/// What scanners read to know an image's packages, in a merged prod filesystem: the
+/// release (os-release) and dpkg's database (`var/lib/dpkg/status`, or one file per
+/// package in `status.d/`, distroless's layout). Each missing one is a violation: a
+/// scanner that sees no package lets every vulnerability through.
+fn package_database(merged: &std::collections::BTreeMap<String, u32>) -> Vec<String> {
+    let mut out = Vec::new();
+    if !merged.contains_key("usr/lib/os-release") && !merged.contains_key("etc/os-release") {
+        out.push(
+            "no os-release (usr/lib/os-release or etc/os-release): a scanner cannot tell the distribution, so it judges none of its packages; copy it into the image".to_owned(),
+        );
+    }
+    let status_d = |p: &String| p.starts_with("var/lib/dpkg/status.d/") && !p.ends_with('/');
+    if !merged.contains_key("var/lib/dpkg/status") && !merged.keys().any(status_d) {
+        out.push(
+            "no package database (var/lib/dpkg/status or var/lib/dpkg/status.d/): a scanner sees none of the image's packages; remove the package manager's programs, never its database".to_owned(),
+        );
+    }
+    out
+}
+
 /// One layer of the archive, read whole: its diff id and its (path, mode) entries.
 struct Layer {
     diff_id: String,
@@ -42,7 +78,8 @@ struct Layer {
 /// (`blobs/sha256/<digest>`, gzip or zstd). Every layer is searched for private keys and
 /// secret-mount stubs (what a layer holds leaks even when a later layer deletes it); with
 /// `prod`, the merged filesystem (later layers over earlier ones, whiteouts applied) is
-/// checked for compilers, package managers and setuid/setgid files.
+/// checked for compilers, package managers and setuid/setgid files, and for what
+/// scanners read (os-release and the package database).
 ///
 /// `expected` is the image's `RootFS.Layers`: every one of them must be read (same count,
 /// same diff ids, same order), or the scan reports the layer it could not read. A scan
@@ -132,13 +169,16 @@ pub fn scan_archive(archive: impl Read, prod: bool, expected: &[String]) -> Resu
             }
         }
         for (path, mode) in &merged {
-            if PROD_FORBIDDEN.contains(&path.as_str()) {
+            if PROD_FORBIDDEN.contains(&path.as_str()) || package_manager(path) {
                 scan.violations
                     .push(format!("{path}: a prod image carries no compiler or package manager"));
             }
             if mode & 0o6000 != 0 && !path.ends_with('/') {
                 scan.violations.push(format!("CIS-DI-0008: {path} is setuid/setgid"));
             }
+        }
+        if scan.files > 0 {
+            scan.violations.extend(package_database(&merged));
         }
     }
     Ok(scan)
