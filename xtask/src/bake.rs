@@ -167,6 +167,9 @@ pub struct Target {
     /// The service it builds (none for a base).
     #[serde(skip)]
     pub service: Option<String>,
+    /// The build target of a service's image (none for a base).
+    #[serde(skip)]
+    pub build_target: Option<manifest::Target>,
     pub description: String,
     pub context: String,
     pub dockerfile: String,
@@ -435,6 +438,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 push_tag_names,
                 image,
                 service: Some(name.clone()),
+                build_target: Some(target),
                 secret: secrets(inputs, false),
                 platforms: target_settings
                     .platforms

@@ -241,13 +241,15 @@ pub struct BuildPlan {
     pub root_image_missing: Option<String>,
     /// The digest bases.lock pins the root image to, when it was pulled.
     pub root_digest: Option<String>,
-    /// The bakes, each with the metadata file it writes.
-    pub bakes: Vec<(Step, PathBuf)>,
+    /// The bakes, each with the metadata file it writes and what follows it.
+    pub bakes: Vec<Bake>,
     /// `bake --print` of the whole selection (what `build --print` runs).
     pub print: Step,
     pub target: Target,
     /// Whether the images asked for are pushed.
     pub push: bool,
+    /// Whether every step runs again (`--no-cache`).
+    pub no_cache: bool,
 }
 
 impl BuildPlan {
@@ -264,8 +266,9 @@ impl BuildPlan {
         {
             plan.steps.extend(root.steps);
         }
-        for (step, _) in &self.bakes {
-            plan.push(step.clone());
+        for bake in &self.bakes {
+            plan.push(bake.step.clone());
+            plan.steps.extend(bake.then.iter().cloned());
         }
         plan.render()
     }
@@ -325,18 +328,16 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         .map(|b| format!("{b:02x}"))
         .collect();
     let stamp_file = build_dir.join(format!("stamp-{}-{selection}.json", request.target));
-    let bakes = bake_steps(
-        &Bakes {
-            manifest: m,
-            engine: &facts.engine,
-            definition: &definition,
-            layers: &layers,
-            build_dir: &build_dir,
-            root: &project.root,
-            no_cache: request.no_cache,
-        },
-        request.push,
-    );
+    let inputs_of_bakes = Bakes {
+        manifest: m,
+        engine: &facts.engine,
+        definition: &definition,
+        layers: &layers,
+        build_dir: &build_dir,
+        root: &project.root,
+        no_cache: request.no_cache,
+    };
+    let bakes = bake_steps(&inputs_of_bakes, request.push);
     let mut args = vec![
         "buildx".to_owned(),
         "bake".into(),
@@ -366,6 +367,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         print,
         target: request.target,
         push: request.push,
+        no_cache: request.no_cache,
     })
 }
 
@@ -442,7 +444,8 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     // there with the same ids. Then bake has nothing to do, and is not asked.
     let images: Vec<&bake::Image> = all.iter().map(|name| &definition.target[name].image).collect();
     let stamp_file = &plan.stamp_file;
-    let inputs_hash = if plan.push {
+    // `--no-cache` asks for every step to run again: never "up to date".
+    let inputs_hash = if plan.push || plan.no_cache {
         None
     } else {
         Some(inputs_hash(project, facts, plan)?)
@@ -461,9 +464,14 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
         bootstrap::ensure_root_image(project)?;
     }
     let mut steps = crate::plan::Plan::new();
-    let metadata_files: Vec<PathBuf> = plan.bakes.iter().map(|(_, meta)| meta.clone()).collect();
-    for (step, _) in &plan.bakes {
-        steps.push(step.clone());
+    let metadata_files: Vec<PathBuf> = plan.bakes.iter().map(|bake| bake.metadata.clone()).collect();
+    for bake in &plan.bakes {
+        steps.push(bake.step.clone());
+        steps.steps.extend(bake.then.iter().cloned());
+    }
+    if plan.bakes.iter().any(|bake| !bake.then.is_empty()) {
+        let dir = build_dir.join("export");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if plan.linking == Linking::Layers {
         ui::note(&format!(
@@ -562,8 +570,6 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
 }
 
 /// bake's `--push`, with every file stamped with the image's `SOURCE_DATE_EPOCH`.
-pub const PUSH_STAMPED: &str = "--set=*.output=type=registry,rewrite-timestamp=true";
-
 /// What the bake steps are made from: every fact already probed, nothing asked here.
 pub struct Bakes<'a> {
     pub manifest: &'a crate::manifest::Manifest,
@@ -577,14 +583,48 @@ pub struct Bakes<'a> {
     pub no_cache: bool,
 }
 
-/// The `docker buildx bake` steps of a build, each with the metadata file it writes. A
-/// pure function of the facts: one bake of everything where the builder takes named
-/// contexts, else one per layer; with `push`, the images asked for are pushed (the last
-/// bake), with a full provenance attestation where the builder attaches one, and the
-/// bases they need are loaded or built as their named contexts; a load asks for no
-/// provenance (it carries the build's time, so a cached rebuild would get a new image id
-/// on the containerd store).
-pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
+/// Where a stamped image is exported (an OCI archive) before the engine loads it.
+pub fn export_archive(build_dir: &Path, target: &str) -> PathBuf {
+    build_dir.join("export").join(format!("{target}.oci.tar"))
+}
+
+/// One `docker buildx bake`, the metadata file it writes, and what follows it: the
+/// stamped images it exported loaded into the store (and pushed, when it pushes).
+#[derive(Debug, Clone)]
+pub struct Bake {
+    pub step: Step,
+    pub metadata: PathBuf,
+    pub then: Vec<Step>,
+}
+
+/// The targets of `batch` a bake exports stamped (every file's time the image's
+/// SOURCE_DATE_EPOCH, so two builds of one commit give the same image): where the builder
+/// can, what a push pushes, and the prod images a load loads (what is scanned, released
+/// and compared across builds; the bases and the local and dev images load as they are).
+fn stamped(b: &Bakes<'_>, batch: &[String], pushes: bool) -> Vec<String> {
+    if !b.engine.capabilities.rewrite_timestamps.ok {
+        return Vec::new();
+    }
+    batch
+        .iter()
+        .filter(|name| pushes || b.definition.target[*name].build_target == Some(Target::Prod))
+        .cloned()
+        .collect()
+}
+
+/// The `docker buildx bake` steps of a build. A pure function of the facts: one bake of
+/// everything where the builder takes named contexts, else one per layer; with `push`,
+/// the images asked for are pushed (the last bake), with a full provenance attestation
+/// where the builder attaches one, and the bases they need are loaded or built as their
+/// named contexts; a load asks for no provenance (it carries the build's time, so a
+/// cached rebuild would get a new image id on the containerd store).
+///
+/// Stamped images ([`stamped`]) are exported as OCI archives with `rewrite-timestamp`
+/// (the image exporter of the docker driver on the containerd store refuses the option,
+/// as it unpacks what it stores, moby/buildkit#4230), then loaded (the containerd store
+/// keeps their manifests byte for byte, so the digests are bake's) and, for a push,
+/// pushed tag by tag: what is pushed is what was loaded.
+pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
     let linking = if b.engine.capabilities.named_contexts.ok {
         Linking::Contexts
     } else {
@@ -597,10 +637,14 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
         (Linking::Layers, _) => b.layers.to_vec(),
     };
     let registry = b.manifest.registry.get_ref();
+    let on_push_fail = format!(
+        "a push needs the registry {registry} up and reachable, and `docker login {registry}` where it asks for credentials"
+    );
     let bake_file = b.build_dir.join("bake.json");
     let mut out = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
         let pushes = push && i + 1 == batches.len();
+        let stamped = stamped(b, batch, pushes);
         let meta = b.build_dir.join(format!("metadata-{i}.json"));
         let mut args: Vec<String> = vec!["buildx".into(), "bake".into()];
         if let Some(builder) = &b.engine.builder {
@@ -612,19 +656,31 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
             args.push("--no-cache".into());
         }
         args.extend(allow_reads(b.engine, b.definition, batch, b.root));
-        // A push stamps every file with the image's SOURCE_DATE_EPOCH where the exporter
-        // can, so two builds of one commit push the same layers. (A load cannot: the
-        // containerd store unpacks what it loads, which the option conflicts with.)
-        let stamped = b.engine.capabilities.rewrite_timestamps.ok;
+        for name in batch {
+            if stamped.contains(name) {
+                let archive = export_archive(b.build_dir, name);
+                args.push(format!(
+                    "--set={name}.output=type=oci,dest={},rewrite-timestamp=true",
+                    archive.display()
+                ));
+            } else if !pushes && !stamped.is_empty() {
+                args.push(format!("--set={name}.output=type=docker"));
+            }
+        }
         if pushes {
-            args.push(if stamped { PUSH_STAMPED } else { "--push" }.into());
+            if stamped.is_empty() {
+                args.push("--push".into());
+            }
             // What was built, from what, how: a provenance attestation (SLSA, every
             // build step) beside the pushed image, where the builder can attach one.
             if b.engine.capabilities.attestations.ok {
                 args.push("--provenance=mode=max".into());
             }
         } else {
-            args.extend(["--provenance=false".into(), "--load".into()]);
+            args.push("--provenance=false".into());
+            if stamped.is_empty() {
+                args.push("--load".into());
+            }
         }
         args.extend(batch.iter().cloned());
         let what = if linking == Linking::Layers {
@@ -632,17 +688,38 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<(Step, PathBuf)> {
         } else {
             format!("bake {}", batch.join(", "))
         };
-        let step = docker::step(what, &args.iter().map(String::as_str).collect::<Vec<_>>())
-            .cwd(b.root)
-            .on_fail(if pushes {
-                format!(
-                    "the output above names the failing step; a push needs the registry {registry} up and reachable, \
-                     and `docker login {registry}` where it asks for credentials"
-                )
-            } else {
-                "the build output above names the failing step; `cargo xtask doctor` checks the engine".to_owned()
-            });
-        out.push((step, meta));
+        let mut step = docker::step(what, &args.iter().map(String::as_str).collect::<Vec<_>>()).cwd(b.root);
+        let mut then = Vec::new();
+        for name in &stamped {
+            let archive = export_archive(b.build_dir, name);
+            let archive_text = archive.display().to_string();
+            step = step.scratch(&archive);
+            then.push(
+                docker::step(format!("load {name} (stamped)"), &["load", "--input", &archive_text])
+                    .output(crate::plan::Output::Capture)
+                    .scratch(&archive),
+            );
+            if pushes {
+                for reference in &b.definition.target[name].tags {
+                    then.push(
+                        docker::step(format!("push {reference}"), &["push", "--quiet", reference])
+                            .output(crate::plan::Output::Capture)
+                            .on_fail(on_push_fail.clone()),
+                    );
+                }
+            }
+            then.push(Step::new(format!("remove {name}'s archive"), "rm").args(["-f", &archive_text]));
+        }
+        let step = step.on_fail(if pushes {
+            format!("the output above names the failing step; {on_push_fail}")
+        } else {
+            "the build output above names the failing step; `cargo xtask doctor` checks the engine".to_owned()
+        });
+        out.push(Bake {
+            step,
+            metadata: meta,
+            then,
+        });
     }
     out
 }
@@ -1021,7 +1098,7 @@ mod tests {
         };
         bake_steps(&facts, push)
             .iter()
-            .map(|(step, _)| step.command_line())
+            .map(|bake| bake.step.command_line())
             .collect()
     }
 
@@ -1072,7 +1149,15 @@ mod tests {
     fn one_bake_with_named_contexts_layers_without() {
         let one = steps(true, "0.29.1", false);
         assert_eq!(one.len(), 1, "{one:#?}");
-        assert!(one[0].contains("--provenance=false --load"), "{}", one[0]);
+        // The bases loaded as they are, the prod images exported stamped.
+        assert!(
+            one[0].contains("--set=os-base.output=type=docker ")
+                && one[0].contains("--set=agent-prod.output=type=oci,dest=")
+                && one[0].contains("--provenance=false ")
+                && !one[0].contains("--load"),
+            "{}",
+            one[0]
+        );
         assert!(one[0].ends_with("agent-prod gateway-prod"), "{}", one[0]);
         assert!(one[0].contains(" os-base "), "{}", one[0]);
         let layered = steps(false, "0.29.1", false);
@@ -1086,11 +1171,22 @@ mod tests {
         let one = steps(true, "0.29.1", true);
         assert_eq!(one.len(), 1);
         assert!(!one[0].contains("type=docker"), "{}", one[0]);
+        // Stamped: each pushed image exported as an OCI archive with rewrite-timestamp.
+        for name in ["agent-prod", "gateway-prod"] {
+            let archive = export_archive(&crate::project::root().join(".slipway/build"), name);
+            let set = format!(
+                "--set={name}.output=type=oci,dest={},rewrite-timestamp=true",
+                archive.display()
+            );
+            assert!(
+                one[0].contains(&crate::plan::shell_quote(&set)),
+                "{set} missing: {}",
+                one[0]
+            );
+        }
+        assert!(!one[0].contains("--push"), "{}", one[0]);
         assert!(
-            one[0].ends_with(&format!(
-                "{} --provenance=mode=max agent-prod gateway-prod",
-                crate::plan::shell_quote(PUSH_STAMPED)
-            )),
+            one[0].ends_with("--provenance=mode=max agent-prod gateway-prod"),
             "{}",
             one[0]
         );

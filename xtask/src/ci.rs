@@ -785,11 +785,18 @@ mod tests {
             // its id), for the job's platform.
             let bakes: Vec<&str> = plan.lines().filter(|l| l.contains("buildx bake")).collect();
             assert_eq!(bakes.len(), if modern { 1 } else { 3 }, "{plan}");
+            // The modern builder exports the prod image stamped (reproducible), then
+            // loads it; the legacy one loads what it built.
+            let load = if modern {
+                "gateway-prod.oci.tar,rewrite-timestamp=true --provenance=false "
+            } else {
+                "--provenance=false --load "
+            };
             assert!(
-                bakes.last().unwrap().contains("--provenance=false --load ")
-                    && bakes.last().unwrap().trim_end().ends_with(" gateway-prod"),
+                bakes.last().unwrap().contains(load) && bakes.last().unwrap().trim_end().ends_with(" gateway-prod"),
                 "{plan}"
             );
+            assert_eq!(plan.contains("docker load --input "), modern, "{plan}");
             for step in [
                 "docker run --detach --name slipway-ci-gateway-prod-linux-amd64-",
                 "--read-only",
@@ -837,11 +844,15 @@ mod tests {
             ..NO_PUSH
         };
         let modern = plan_of("agent-prod-linux-amd64", true, &push, Some(&cosign));
+        // Stamped (an OCI export with rewrite-timestamp), then loaded and pushed by tag.
         assert!(
-            modern.contains(&format!(
-                "{} --provenance=mode=max agent-prod",
-                crate::plan::shell_quote(build::PUSH_STAMPED)
-            )),
+            modern.contains("output=type=oci,dest=")
+                && modern.contains(",rewrite-timestamp=true --provenance=mode=max agent-prod"),
+            "{modern}"
+        );
+        assert!(
+            modern.contains("docker load --input ")
+                && modern.contains("docker push --quiet localhost:5000/platform/agent:0.1.0"),
             "{modern}"
         );
         assert!(

@@ -68,11 +68,15 @@ impl Capabilities {
             (
                 "reproducible timestamps",
                 &self.rewrite_timestamps,
-                "two builds of one commit push other layers (file times): name a docker-container builder in build.builder (BuildKit 0.13 or later)",
+                "two builds of one commit push other images (file times): use the containerd image store, or a docker-container builder (BuildKit 0.13 or later) in build.builder",
             ),
         ]
     }
 }
+
+/// The revision of the probes: a change to what a probe builds makes every recorded
+/// answer stale (2: reproducible timestamps probed through an OCI export).
+const PROBES: u32 = 2;
 
 /// The engine, its builder, and what they can do: probed once, passed along.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +119,7 @@ impl Engine {
             anyhow::anyhow!("the buildx builder does not answer: run `docker buildx ls`, then `cargo xtask doctor`")
         })?;
         let key = format!(
-            "engine {version} ({}), buildx {buildx}, builder {} ({driver}, BuildKit {buildkit}), host {}",
+            "probes {PROBES}: engine {version} ({}), buildx {buildx}, builder {} ({driver}, BuildKit {buildkit}), host {}",
             store.name(),
             builder.unwrap_or("current"),
             std::env::var("DOCKER_HOST").unwrap_or_default(),
@@ -268,29 +272,22 @@ fn probe_capabilities(dir: &Path, builder: Option<&str>) -> Result<Capabilities>
             .output(Output::Capture)
             .run_unchecked();
     }
-    // Exported to the image store with every file stamped SOURCE_DATE_EPOCH (0 here), as
-    // a push exports: the probe's file must come back from the saved image with that
-    // time, or the option was ignored. (The docker driver refuses it with the containerd
-    // store, whose exporter unpacks what it stores: moby/buildkit#4230.)
-    let stamped = format!("slipway-probe-epoch:{}", std::process::id());
+    // Exported with every file stamped SOURCE_DATE_EPOCH (0 here), as a reproducible push
+    // exports (an OCI archive, which the engine then loads and pushes): the probe's file
+    // must come back from the archive with that time, or the option was ignored. (The
+    // image exporter of the docker driver on the containerd store refuses the option, as
+    // it unpacks what it stores, moby/buildkit#4230; BuildKit 0.8 predates it.)
+    let archive = dir.join("out-epoch.tar");
     let mut rewrite_timestamps = run(
         "reproducible timestamps",
         &[
             "a.args.SOURCE_DATE_EPOCH=0",
-            &format!("a.output=type=image,name={stamped},rewrite-timestamp=true"),
+            &format!("a.output=type=oci,dest={},rewrite-timestamp=true", archive.display()),
         ],
         "a",
     );
     if rewrite_timestamps.ok {
-        let saved = dir.join("out-epoch.tar");
-        let time = docker::step(
-            "save the probe image",
-            &["save", "--output", &saved.display().to_string(), &stamped],
-        )
-        .output(Output::Capture)
-        .run()
-        .and_then(|_| file_time(&saved, "a.txt"));
-        match time {
+        match file_time(&archive, "a.txt") {
             Ok(0) => {}
             Ok(time) => {
                 rewrite_timestamps = Probe {
@@ -305,9 +302,6 @@ fn probe_capabilities(dir: &Path, builder: Option<&str>) -> Result<Capabilities>
                 }
             }
         }
-        let _ = docker::step("remove the probe image", &["image", "rm", &stamped])
-            .output(Output::Capture)
-            .run_unchecked();
     }
     let _ = fs::remove_dir_all(dir);
     Ok(Capabilities {

@@ -43,8 +43,34 @@ pub fn check_image(project: &Project, name: &str, target: Target) -> Result<Vec<
         scan.layers.len(),
         layers.len()
     ));
+    if target == Target::Prod {
+        reproducible(&reference, &inspect, &scan);
+    }
     violations.extend(scan.violations);
     Ok(violations.into_iter().map(|v| format!("{name}: {v}")).collect())
+}
+
+/// Why two builds of one commit would give another image: files that carry a time after
+/// the commit's (the image's `org.opencontainers.image.created`, its SOURCE_DATE_EPOCH),
+/// which a builder that stamps file times never leaves. A warning: the oldest engines
+/// cannot stamp them.
+fn reproducible(reference: &str, inspect: &serde_json::Value, scan: &layers::Scan) {
+    let Some(created) = inspect["Config"]["Labels"]["org.opencontainers.image.created"].as_str() else {
+        return;
+    };
+    let Ok(epoch) = crate::bases::parse_utc(created) else {
+        return;
+    };
+    let epoch = u64::try_from(epoch.unix_timestamp()).unwrap_or(0);
+    let after = scan.after(epoch);
+    if let (true, Some((path, time))) = (after > 0, &scan.newest) {
+        ui::warn(&format!(
+            "{reference} is not reproducible: {after} files carry a time after its commit's ({created}),              such as {path} ({}); two builds of this commit give other layers. The builder did not stamp              them: `cargo xtask doctor` shows whether it can (reproducible timestamps)",
+            crate::bases::format_utc(
+                time::OffsetDateTime::from_unix_timestamp(*time as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            )
+        ));
+    }
 }
 
 impl flags::Lint {
@@ -310,6 +336,23 @@ CMD /app/gateway
         // Outside prod neither applies.
         let v = scan_archive(&archive[..], false, &ids).unwrap().violations;
         assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn files_newer_than_the_commit_are_counted() {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, time) in [("app/a", 100u64), ("app/b", 200), ("etc/c", 50)] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(1);
+            header.set_mode(0o644);
+            header.set_mtime(time);
+            builder.append_data(&mut header, name, &b"x"[..]).unwrap();
+        }
+        let layer = builder.into_inner().unwrap();
+        let (archive, ids) = classic(&[&layer]);
+        let scan = scan_archive(&archive[..], false, &ids).unwrap();
+        assert_eq!(scan.newest, Some(("app/b".to_owned(), 200)));
+        assert_eq!((scan.after(100), scan.after(200), scan.after(0)), (1, 0, 3));
     }
 
     #[test]

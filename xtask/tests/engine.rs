@@ -1337,6 +1337,58 @@ impl Drop for Registry {
     }
 }
 
+/// doctor's verdict on one capability of the builder: `ok`, `warn`, and its detail.
+fn capability(name: &str) -> (String, String) {
+    let out = xtask(&["doctor", "--json"]);
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let check = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check: {checks:#}"));
+    (
+        check["status"].as_str().unwrap().to_owned(),
+        check["detail"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn two_builds_of_one_commit_with_no_cache_give_the_same_prod_image() {
+    let _serial = serial();
+    built();
+    let agent = "localhost:5000/platform/agent:0.1.0";
+    let (status, detail) = capability("reproducible timestamps");
+    if status != "ok" {
+        // Docker 20.10's BuildKit 0.8 cannot stamp file times: doctor says so, and why
+        // two builds differ.
+        assert!(
+            detail.starts_with("no (") && detail.contains("two builds of one commit"),
+            "{detail}"
+        );
+        return;
+    }
+    let config = |reference: &str| docker_ok(&["image", "inspect", "--format", "{{json .RootFS.Layers}}", reference]);
+    let before = (image_id(agent), config(agent));
+    // Every step run again, twice (a second apart, so anything stamped with the build's
+    // time would differ): the same image, the same layers, as the cached build's.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1100));
+        xtask_ok(&["build", "agent", "--target", "prod", "--no-cache"]);
+        assert_eq!(
+            (image_id(agent), config(agent)),
+            before,
+            "a build with no cache gave another image"
+        );
+    }
+    // Its files carry the commit's time, not the build's.
+    let created = docker_ok(&["image", "inspect", "--format", "{{.Created}}", agent]);
+    let out = xtask(&["lint", "agent", "--target", "prod"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("not reproducible"), "{created}: {}", text(&out));
+}
+
 /// A branch of this checkout for as long as it lives.
 struct Branch(String);
 

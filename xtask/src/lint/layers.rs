@@ -16,6 +16,19 @@ pub struct Scan {
     /// The layers read, in the image's order: each one's diff id (`sha256:` of its
     /// uncompressed tar), as `docker image inspect` lists them in `RootFS.Layers`.
     pub layers: Vec<String>,
+    /// The entry with the latest modification time in any layer, and that time (seconds
+    /// since the epoch): what tells whether the files were stamped with the commit's time.
+    pub newest: Option<(String, u64)>,
+    /// Every entry's modification time, in layer order.
+    pub mtimes: Vec<u64>,
+}
+
+impl Scan {
+    /// How many entries carry a time after `epoch` (the image's SOURCE_DATE_EPOCH): none
+    /// when the builder stamped every file with it, so two builds of one commit agree.
+    pub fn after(&self, epoch: u64) -> usize {
+        self.mtimes.iter().filter(|t| **t > epoch).count()
+    }
 }
 
 /// Tools a prod image must not carry (it needs no compiler or language package manager).
@@ -313,6 +326,11 @@ fn read_layer(input: &mut impl std::io::BufRead, name: &str, scan: &mut Scan) ->
             .trim_start_matches("./")
             .to_owned();
         let mode = entry.header().mode().unwrap_or(0);
+        let mtime = entry.header().mtime().unwrap_or(0);
+        scan.mtimes.push(mtime);
+        if scan.newest.as_ref().is_none_or(|(_, t)| mtime > *t) {
+            scan.newest = Some((path.clone(), mtime));
+        }
         if path.starts_with("run/secrets/") && path != "run/secrets/" {
             scan.violations
                 .push(format!("{path} is left in a layer ({name}): a secret mount's stub"));
