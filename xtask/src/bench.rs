@@ -35,7 +35,8 @@
 //!   of each container before and after. On the `local` stack, the same load with an
 //!   edit to the agent one second in: failures outside the reload window (from the edit
 //!   to the new code answering through the gateway).
-//! - prod sizes (`docker image inspect`), idle RSS (`docker top`, after 5 s idle, the
+//! - prod sizes (`docker image inspect`), the bytes a later layer rewrites or removes
+//!   (dive's "wasted space", from every layer of `docker save`), idle RSS (`docker top`, after 5 s idle, the
 //!   processes of the container summed), start-to-healthy (`docker run` of the prod image
 //!   to its first passing health check).
 
@@ -939,6 +940,17 @@ fn prod_figures(project: &Project, runs: usize) -> Result<Vec<Figure>> {
                 None,
                 "(no target)",
                 None,
+            ));
+            // dive's "wasted space": bytes a later layer rewrites or removes.
+            let wasted = crate::lint::superseded_bytes(&reference)?;
+            out.push(fig(
+                &format!("{service} prod image: bytes a later layer rewrites or removes"),
+                wasted as f64,
+                "B",
+                1,
+                None,
+                "0",
+                Some(wasted == 0),
             ));
             let mut healthy = Vec::new();
             let mut rss = Vec::new();

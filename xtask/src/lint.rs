@@ -45,6 +45,18 @@ pub fn check_image(project: &Project, name: &str, target: Target) -> Result<Vec<
     ));
     if target == Target::Prod {
         reproducible(&reference, &inspect, &scan);
+        if scan.superseded > 0 {
+            let largest: Vec<String> = scan
+                .largest_superseded
+                .iter()
+                .map(|(path, size)| format!("{path} ({size} B)"))
+                .collect();
+            ui::warn(&format!(
+                "{reference}: {} bytes of files a later layer rewrites or removes, carried by every pull and                  seen by nothing (largest: {}): write each file once, in the layer that keeps it",
+                scan.superseded,
+                largest.join(", ")
+            ));
+        }
     }
     violations.extend(scan.violations);
     Ok(violations.into_iter().map(|v| format!("{name}: {v}")).collect())
@@ -71,6 +83,14 @@ fn reproducible(reference: &str, inspect: &serde_json::Value, scan: &layers::Sca
             )
         ));
     }
+}
+
+/// Bytes of `reference`'s files that a later layer rewrites or removes (what dive counts
+/// as wasted): read from every layer of its `docker save`.
+pub fn superseded_bytes(reference: &str) -> Result<u64> {
+    let inspect = crate::docker::inspect_image(reference)?;
+    let layers = strings(&inspect["RootFS"]["Layers"]);
+    Ok(save_and_scan(reference, false, &layers)?.superseded)
 }
 
 impl flags::Lint {
@@ -336,6 +356,35 @@ CMD /app/gateway
         // Outside prod neither applies.
         let v = scan_archive(&archive[..], false, &ids).unwrap().violations;
         assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn bytes_a_later_layer_rewrites_or_removes_are_counted() {
+        let first = tar(&[
+            ("etc/ca.crt", 0o644, &[1u8; 100][..]),
+            ("var/log/x.log", 0o644, &[2u8; 50][..]),
+            ("usr/lib/x/a.so", 0o644, &[3u8; 30][..]),
+            ("app/kept", 0o644, &[4u8; 7][..]),
+        ]);
+        let second = tar(&[
+            ("etc/ca.crt", 0o644, &[5u8; 10][..]),
+            ("var/log/.wh.x.log", 0o644, b""),
+            ("usr/lib/.wh.x", 0o644, b""),
+        ]);
+        let (archive, ids) = classic(&[&first, &second]);
+        let scan = scan_archive(&archive[..], false, &ids).unwrap();
+        assert_eq!(scan.superseded, 180);
+        assert_eq!(
+            scan.largest_superseded,
+            [
+                ("etc/ca.crt".to_owned(), 100),
+                ("var/log/x.log".to_owned(), 50),
+                ("usr/lib/x/a.so".to_owned(), 30)
+            ]
+        );
+        // One layer writes nothing twice.
+        let (archive, ids) = classic(&[&first]);
+        assert_eq!(scan_archive(&archive[..], false, &ids).unwrap().superseded, 0);
     }
 
     #[test]

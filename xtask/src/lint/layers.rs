@@ -21,6 +21,11 @@ pub struct Scan {
     pub newest: Option<(String, u64)>,
     /// Every entry's modification time, in layer order.
     pub mtimes: Vec<u64>,
+    /// Bytes of files a later layer rewrites or removes: carried by every pull, seen by
+    /// nothing (what dive counts as wasted).
+    pub superseded: u64,
+    /// The largest of them (path, bytes), at most three.
+    pub largest_superseded: Vec<(String, u64)>,
 }
 
 impl Scan {
@@ -64,7 +69,7 @@ fn package_manager(path: &str) -> bool {
 /// release (os-release) and dpkg's database (`var/lib/dpkg/status`, or one file per
 /// package in `status.d/`, distroless's layout). Each missing one is a violation: a
 /// scanner that sees no package lets every vulnerability through.
-fn package_database(merged: &std::collections::BTreeMap<String, u32>) -> Vec<String> {
+fn package_database(merged: &std::collections::BTreeMap<String, Merged>) -> Vec<String> {
     let mut out = Vec::new();
     if !merged.contains_key("usr/lib/os-release") && !merged.contains_key("etc/os-release") {
         out.push(
@@ -83,7 +88,15 @@ fn package_database(merged: &std::collections::BTreeMap<String, u32>) -> Vec<Str
 /// One layer of the archive, read whole: its diff id and its (path, mode) entries.
 struct Layer {
     diff_id: String,
-    entries: Vec<(String, u32)>,
+    /// Each entry's path, mode and size.
+    entries: Vec<(String, u32, u64)>,
+}
+
+/// One entry of the merged filesystem: its mode, and its size in the layer it came from.
+#[derive(Clone, Copy)]
+struct Merged {
+    mode: u32,
+    size: u64,
 }
 
 /// Scan the `docker save` archive read from `archive`, in either layout: the classic
@@ -160,33 +173,60 @@ pub fn scan_archive(archive: impl Read, prod: bool, expected: &[String]) -> Resu
         scan.violations
             .push("no file was found in any layer: nothing was scanned, so nothing is known".to_owned());
     }
-    if prod {
-        let mut merged: std::collections::BTreeMap<String, u32> = Default::default();
-        for layer in merged_from {
-            for (path, mode) in &layer.entries {
-                let (dir, file) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, f)| (d, f));
-                if file == ".wh..wh..opq" {
-                    let prefix = format!("{dir}/");
-                    merged.retain(|p, _| !p.starts_with(&prefix));
-                } else if let Some(gone) = file.strip_prefix(".wh.") {
-                    let gone = if dir.is_empty() {
-                        gone.to_owned()
-                    } else {
-                        format!("{dir}/{gone}")
-                    };
-                    let prefix = format!("{gone}/");
-                    merged.retain(|p, _| p != &gone && !p.starts_with(&prefix));
+    // The merged filesystem (later layers over earlier ones, whiteouts applied), and the
+    // bytes a later layer rewrites or removes: shipped, and never seen.
+    let mut merged: std::collections::BTreeMap<String, Merged> = Default::default();
+    let mut superseded: Vec<(String, u64)> = Vec::new();
+    fn gone(
+        merged: &mut std::collections::BTreeMap<String, Merged>,
+        superseded: &mut Vec<(String, u64)>,
+        keep: &dyn Fn(&String) -> bool,
+    ) {
+        merged.retain(|p, m| {
+            let keep = keep(p);
+            if !keep && m.size > 0 {
+                superseded.push((p.clone(), m.size));
+            }
+            keep
+        });
+    }
+    for layer in merged_from {
+        for (path, mode, size) in &layer.entries {
+            let (dir, file) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, f)| (d, f));
+            if file == ".wh..wh..opq" {
+                let prefix = format!("{dir}/");
+                gone(&mut merged, &mut superseded, &|p| !p.starts_with(&prefix));
+            } else if let Some(name) = file.strip_prefix(".wh.") {
+                let name = if dir.is_empty() {
+                    name.to_owned()
                 } else {
-                    merged.insert(path.clone(), *mode);
-                }
+                    format!("{dir}/{name}")
+                };
+                let prefix = format!("{name}/");
+                gone(&mut merged, &mut superseded, &|p| p != &name && !p.starts_with(&prefix));
+            } else if let Some(old) = merged.insert(
+                path.clone(),
+                Merged {
+                    mode: *mode,
+                    size: *size,
+                },
+            ) && old.size > 0
+            {
+                superseded.push((path.clone(), old.size));
             }
         }
-        for (path, mode) in &merged {
+    }
+    scan.superseded = superseded.iter().map(|(_, size)| size).sum();
+    superseded.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    superseded.truncate(3);
+    scan.largest_superseded = superseded;
+    if prod {
+        for (path, m) in &merged {
             if PROD_FORBIDDEN.contains(&path.as_str()) || package_manager(path) {
                 scan.violations
                     .push(format!("{path}: a prod image carries no compiler or package manager"));
             }
-            if mode & 0o6000 != 0 && !path.ends_with('/') {
+            if m.mode & 0o6000 != 0 && !path.ends_with('/') {
                 scan.violations.push(format!("CIS-DI-0008: {path} is setuid/setgid"));
             }
         }
@@ -343,7 +383,12 @@ fn read_layer(input: &mut impl std::io::BufRead, name: &str, scan: &mut Scan) ->
                     .push(format!("{path} in layer {name} holds a private key"));
             }
         }
-        entries.push((path, mode));
+        let size = if entry.header().entry_type().is_file() {
+            entry.size()
+        } else {
+            0
+        };
+        entries.push((path, mode, size));
     }
     // The tar's end blocks (and any padding after them) are part of the diff id.
     let mut rest = archive.into_inner();
