@@ -246,8 +246,13 @@ pub fn plan_bootstrap(project: &Project) -> Result<Plan> {
     let tarball = crate::bake::build_dir(&project.state_dir()).join(format!("debian-{release}-slim.tar"));
     let (snapshot_file, packages_file) = records(project);
     let mut plan = Plan::new();
+    // Reproducible: what mmdebstrap itself stamps (file times, the password database's
+    // change dates) is bases.lock's commit time, not today's, so the same packages give
+    // the same root filesystem whenever it is made.
+    let epoch = crate::git::inputs_revision(&project.root, &[bases::FILE.to_owned()]).epoch;
     let mut mm = Step::new(format!("bootstrap {image} from {mirror}"), "mmdebstrap")
         .args(["--variant=minbase", "--mode=auto", "--format=tar"])
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .on_fail("check that the mirror answers (`apt-get update` on this host) and that mmdebstrap runs as root or with user namespaces");
     for exclude in [
         "/usr/share/doc/*",

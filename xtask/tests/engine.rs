@@ -1393,6 +1393,48 @@ fn two_builds_of_one_commit_with_no_cache_give_the_same_prod_image() {
     assert!(!text(&out).contains("not reproducible"), "{created}: {}", text(&out));
 }
 
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn doctor_warns_when_the_root_image_in_the_store_is_older_than_the_limit() {
+    let _serial = serial();
+    built();
+    // A limit of 0 days: the root image the build made (or found) is older than that.
+    let dir = scratch("doctor-root-age");
+    let manifest = dir.join("slipway.toml");
+    let text_of_manifest = std::fs::read_to_string(root().join("slipway.toml"))
+        .unwrap()
+        .replace("max-age-days = 30", "max-age-days = 0");
+    std::fs::write(&manifest, text_of_manifest).unwrap();
+    std::fs::copy(root().join("bases.lock"), dir.join("bases.lock")).unwrap();
+    let warnings = |out: &Output| -> Vec<String> {
+        let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(out)));
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == "bases" && c["status"] == "warn")
+            .map(|c| c["detail"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let said = warnings(&xtask_with(&manifest, &["doctor", "--json"]));
+    assert!(
+        said.iter()
+            .any(|d| d.starts_with("debian:trixie-slim in the image store was made") && d.ends_with("max-age-days = 0")),
+        "{said:#?}"
+    );
+    // Within the limit, it is not named.
+    let lenient = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("max-age-days = 0", "max-age-days = 36500");
+    std::fs::write(&manifest, lenient).unwrap();
+    let said = warnings(&xtask_with(&manifest, &["doctor", "--json"]));
+    assert!(
+        !said.iter().any(|d| d.contains("in the image store was made")),
+        "{said:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A branch of this checkout for as long as it lives.
 struct Branch(String);
 
