@@ -318,6 +318,16 @@ pub fn plan(
     }
 }
 
+/// What skopeo said went wrong: the message of its last log line
+/// (`time=... level=fatal msg="..."`), or the line itself.
+fn said(stderr: &str) -> String {
+    let line = stderr.trim().lines().last().unwrap_or("no reason given");
+    match line.split_once("msg=\"") {
+        Some((_, msg)) => msg.strip_suffix('"').unwrap_or(msg).replace("\\\"", "\""),
+        None => line.to_owned(),
+    }
+}
+
 /// One repository in the registry, through skopeo.
 struct Registry<'a> {
     repository: &'a str,
@@ -352,7 +362,7 @@ impl Registry<'_> {
             anyhow::bail!(
                 "the registry did not list the tags of {}: {}; is it up, and are you logged in (`docker login`)?",
                 self.repository,
-                ran.stderr.trim().lines().last().unwrap_or("no reason given")
+                said(&ran.stderr)
             );
         }
         let listed: serde_json::Value =
@@ -388,7 +398,7 @@ impl Registry<'_> {
         if !raw.status.success() {
             anyhow::bail!(
                 "the registry did not give the manifest of {reference}: {}",
-                raw.stderr.trim().lines().last().unwrap_or("no reason given")
+                said(&raw.stderr)
             );
         }
         let digest = format!(
@@ -468,6 +478,16 @@ mod tests {
 
     fn d(n: u8) -> String {
         format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    #[test]
+    fn skopeos_complaint_is_its_message() {
+        let stderr = "time=\"2026-12-02T02:59:53Z\" level=fatal msg=\"Error listing repository tags: Get \\\"http://127.0.0.1:5998/v2/\\\": connection refused\"\n";
+        assert_eq!(
+            said(stderr),
+            "Error listing repository tags: Get \"http://127.0.0.1:5998/v2/\": connection refused"
+        );
+        assert_eq!(said("plain words"), "plain words");
     }
 
     #[test]

@@ -274,6 +274,34 @@ fn doctor_warns_when_the_bases_are_older_than_the_limit() {
 }
 
 #[test]
+fn a_refresh_of_the_bases_is_planned_with_no_engine() {
+    let state = scratch("refresh-plan");
+    let run = engine_down_fresh_state(&state);
+    for args in [
+        &["--dry-run", "build", "--pull"][..],
+        &["--dry-run", "bootstrap", "--refresh"][..],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let plan = text(&out);
+        for step in [
+            "pull debian:trixie-slim where a registry answers",
+            "bootstrap debian:trixie-slim from ",
+            // What bases.lock records, and the reproducible root.
+            "debian-trixie-snapshot.txt",
+            "debian-trixie-packages.txt",
+            "SOURCE_DATE_EPOCH=",
+            "import it as debian:trixie-slim",
+        ] {
+            assert!(plan.contains(step), "{args:?}: `{step}` missing from:\n{plan}");
+        }
+        // Nothing was made.
+        assert!(!state.join("build/debian-trixie-slim.tar").exists());
+    }
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
 fn test_without_an_engine_fails_and_says_why() {
     let out = xtask()
         .args(["--dry-run", "test"])
