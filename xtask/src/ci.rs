@@ -866,8 +866,15 @@ mod tests {
                 && modern.contains("sbom/agent-prod.cdx.json --key env://COSIGN_PRIVATE_KEY"),
             "{modern}"
         );
+        // BuildKit's provenance attested (signed) by the same digest, where it attaches one.
+        assert!(
+            modern.contains("cosign attest --yes --type slsaprovenance --predicate ")
+                && modern.contains("provenance/agent-prod.slsa.json --key env://COSIGN_PRIVATE_KEY"),
+            "{modern}"
+        );
         // The classic store attaches no attestation: the push asks for none.
         let legacy = plan_of("agent-prod-linux-amd64", false, &push, Some(&cosign));
+        assert!(!legacy.contains("slsaprovenance"), "{legacy}");
         assert!(legacy.contains("--push agent-prod"), "{legacy}");
         assert!(!legacy.contains("--provenance=mode=max"), "{legacy}");
     }

@@ -73,6 +73,12 @@ pub struct Released {
     pub sbom: String,
     /// Whether the SBOM was attested (signed, stored beside the image) by its digest.
     pub attested: bool,
+    /// BuildKit's provenance, as written for its attestation (`.<brand>/provenance/...`),
+    /// where the builder attached one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// Whether that provenance was attested (signed) by the same digest.
+    pub provenance_attested: bool,
 }
 
 /// The predicate type of the SBOM attestation (cosign's name for CycloneDX).
@@ -90,6 +96,8 @@ pub struct ReleasePlan {
     pub load: BuildPlan,
     pub push: Option<BuildPlan>,
     pub cosign: Option<Cosign>,
+    /// Whether the push carries BuildKit's provenance, which signing attests too.
+    pub provenance: bool,
 }
 
 impl ReleasePlan {
@@ -113,10 +121,26 @@ impl ReleasePlan {
                     "{}\n",
                     c.attest_step(&pushed, SBOM_TYPE, &sbom).command_line()
                 ));
+                if self.provenance {
+                    let slsa = provenance_file(project, service, self.target);
+                    out.push_str("# BuildKit's provenance of it, read from the registry, attested by that digest\n");
+                    out.push_str(&format!(
+                        "{}\n",
+                        c.attest_step(&pushed, "slsaprovenance", &slsa).command_line()
+                    ));
+                }
             }
         }
         out
     }
+}
+
+/// Where the provenance of service `name`'s pushed image is written for its attestation.
+pub fn provenance_file(project: &Project, name: &str, target: crate::manifest::Target) -> std::path::PathBuf {
+    project
+        .state_dir()
+        .join("provenance")
+        .join(format!("{name}-{target}.slsa.json"))
 }
 
 /// Plan the release `o` from the facts, signing with `cosign` (already checked).
@@ -145,6 +169,7 @@ pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign
         load,
         push,
         cosign,
+        provenance: o.push && facts.engine.capabilities.attestations.ok,
     })
 }
 
@@ -233,6 +258,7 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
     ui::step(&format!("push to {}", m.registry.get_ref()));
     let pushed = build::run(project, &facts, push, false)?;
     let mut released = Vec::new();
+    let mut services = Vec::new();
     for (image, service) in pushed.iter().filter_map(|b| Some((b, service_of(&b.image)?))) {
         let reference = image.image.reference();
         let Some(digest) = &image.digest else {
@@ -263,7 +289,10 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             signed: false,
             sbom: sbom_file.display().to_string(),
             attested: false,
+            provenance: None,
+            provenance_attested: false,
         });
+        services.push(service.to_owned());
     }
     if let Some(c) = &plan.cosign {
         ui::step(&format!(
@@ -271,12 +300,27 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             released.len(),
             c.describe()
         ));
-        for r in &mut released {
+        for (r, service) in released.iter_mut().zip(&services) {
             c.sign_step(&r.image).run()?;
             r.signed = true;
             c.attest_step(&r.image, SBOM_TYPE, std::path::Path::new(&r.sbom))
                 .run()?;
             r.attested = true;
+            if plan.provenance {
+                // BuildKit's provenance (unsigned, beside the image) signed by the
+                // releaser: `cosign verify-attestation` then vouches for it too.
+                let slsa = crate::docker::provenance(&r.image)
+                    .map_err(|e| anyhow::anyhow!("the pushed {} carries no provenance to attest: {e}", r.image))?;
+                let file = provenance_file(project, service, o.target);
+                if let Some(dir) = file.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                crate::fs::write_if_changed(&file, &(serde_json::to_string_pretty(&slsa)? + "\n"))?;
+                let (kind, _) = crate::verify::provenance_type(&slsa);
+                c.attest_step(&r.image, kind, &file).run()?;
+                r.provenance = Some(file.display().to_string());
+                r.provenance_attested = true;
+            }
         }
     }
     // The record keeps each repository's last release; a partial release updates its own.
@@ -304,7 +348,9 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
     for r in &released {
         ui::note(&format!(
             "{} {}",
-            if r.attested {
+            if r.provenance_attested {
+                "pushed, signed, SBOM and provenance attested:"
+            } else if r.attested {
                 "pushed, signed, SBOM attested:"
             } else {
                 "pushed:"

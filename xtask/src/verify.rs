@@ -162,10 +162,10 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
         }
     }
     if provenance {
-        match crate::docker::provenance(&pinned) {
-            Ok(slsa) => {
-                outcome.provenance = Some(slsa["buildType"].as_str().unwrap_or("unknown").to_owned());
-            }
+        // BuildKit's provenance beside the image, and the same predicate signed by the
+        // releaser as a cosign attestation of the signed digest.
+        let slsa = match crate::docker::provenance(&pinned) {
+            Ok(slsa) => slsa,
             Err(e) => {
                 outcome.error = Some(format!(
                     "provenance: {e} (push from a builder that attaches it, such as Docker's containerd image \
@@ -173,16 +173,36 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
                 ));
                 return Ok(outcome);
             }
+        };
+        let (kind, predicate_type) = provenance_type(&slsa);
+        let ran = cosign.verify_attestation_step(&pinned, kind).run_unchecked()?;
+        let signed = if ran.status.success() {
+            statement(&ran.stdout, &digest, predicate_type, "provenance")
+        } else {
+            Err(why(&ran.stderr))
+        };
+        if let Err(e) = signed {
+            outcome.error = Some(format!(
+                "provenance attestation: {e} (`cargo xtask release --push --sign` signs BuildKit's provenance as one)"
+            ));
+            return Ok(outcome);
         }
+        outcome.provenance = Some(
+            slsa["buildType"]
+                .as_str()
+                .or_else(|| slsa["buildDefinition"]["buildType"].as_str())
+                .unwrap_or("unknown")
+                .to_owned(),
+        );
     }
     outcome.verified = true;
     Ok(outcome)
 }
 
-/// The CycloneDX statement among cosign's verified attestations (one JSON envelope a
-/// line, its payload a base64 in-toto statement) that names `digest` as its subject: the
-/// number of components its SBOM lists.
-fn sbom_statement(stdout: &str, digest: &str) -> Result<usize, String> {
+/// The statement of `predicate_type` among cosign's verified attestations (one JSON
+/// envelope a line, its payload a base64 in-toto statement) that names `digest` as its
+/// subject: its predicate. `what` names the kind in messages.
+fn statement(stdout: &str, digest: &str, predicate_type: &str, what: &str) -> Result<serde_json::Value, String> {
     let want = digest.strip_prefix("sha256:").unwrap_or(digest);
     let mut seen = Vec::new();
     for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
@@ -192,7 +212,7 @@ fn sbom_statement(stdout: &str, digest: &str) -> Result<usize, String> {
         let statement: serde_json::Value = base64_decode(payload)
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or("an attestation whose payload is not a JSON statement")?;
-        if statement["predicateType"] != "https://cyclonedx.org/bom" {
+        if statement["predicateType"] != predicate_type {
             continue;
         }
         let subjects: Vec<&str> = statement["subject"]
@@ -205,19 +225,34 @@ fn sbom_statement(stdout: &str, digest: &str) -> Result<usize, String> {
             seen.extend(subjects.iter().map(|s| format!("sha256:{s}")));
             continue;
         }
-        let predicate = &statement["predicate"];
-        if predicate["bomFormat"] != "CycloneDX" {
-            return Err("the attested predicate is not a CycloneDX document".to_owned());
-        }
-        return Ok(predicate["components"].as_array().map_or(0, Vec::len));
+        return Ok(statement["predicate"].clone());
     }
     if seen.is_empty() {
-        Err("no CycloneDX statement among the verified attestations".to_owned())
+        Err(format!("no {what} statement among the verified attestations"))
     } else {
         Err(format!(
-            "the CycloneDX statement names {} instead of {digest}",
+            "the {what} statement names {} instead of {digest}",
             seen.join(", ")
         ))
+    }
+}
+
+/// The CycloneDX statement that names `digest`: the number of components its SBOM lists.
+fn sbom_statement(stdout: &str, digest: &str) -> Result<usize, String> {
+    let predicate = statement(stdout, digest, "https://cyclonedx.org/bom", "CycloneDX")?;
+    if predicate["bomFormat"] != "CycloneDX" {
+        return Err("the attested predicate is not a CycloneDX document".to_owned());
+    }
+    Ok(predicate["components"].as_array().map_or(0, Vec::len))
+}
+
+/// cosign's attestation type for a BuildKit provenance predicate, and the in-toto
+/// predicate type it is stored under: SLSA 1.0 (a `buildDefinition`) or 0.2.
+pub fn provenance_type(slsa: &serde_json::Value) -> (&'static str, &'static str) {
+    if slsa.get("buildDefinition").is_some() {
+        ("slsaprovenance1", "https://slsa.dev/provenance/v1")
+    } else {
+        ("slsaprovenance", "https://slsa.dev/provenance/v0.2")
     }
 }
 
