@@ -49,6 +49,16 @@ fn cosign_has_signing_config() -> bool {
     })
 }
 
+/// cosign's attestation type for a BuildKit provenance predicate, and the in-toto
+/// predicate type it is stored under: SLSA 1.0 (a `buildDefinition`) or 0.2.
+pub fn provenance_type(slsa: &serde_json::Value) -> (&'static str, &'static str) {
+    if slsa.get("buildDefinition").is_some() {
+        ("slsaprovenance1", "https://slsa.dev/provenance/v1")
+    } else {
+        ("slsaprovenance", "https://slsa.dev/provenance/v0.2")
+    }
+}
+
 impl Cosign {
     fn base(project: &Project) -> Cosign {
         let r = &project.manifest.release;

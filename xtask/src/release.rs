@@ -316,7 +316,7 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
                     std::fs::create_dir_all(dir)?;
                 }
                 crate::fs::write_if_changed(&file, &(serde_json::to_string_pretty(&slsa)? + "\n"))?;
-                let (kind, _) = crate::verify::provenance_type(&slsa);
+                let (kind, _) = cosign::provenance_type(&slsa);
                 c.attest_step(&r.image, kind, &file).run()?;
                 r.provenance = Some(file.display().to_string());
                 r.provenance_attested = true;

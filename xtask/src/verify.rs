@@ -174,7 +174,7 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
                 return Ok(outcome);
             }
         };
-        let (kind, predicate_type) = provenance_type(&slsa);
+        let (kind, predicate_type) = crate::cosign::provenance_type(&slsa);
         let ran = cosign.verify_attestation_step(&pinned, kind).run_unchecked()?;
         let signed = if ran.status.success() {
             statement(&ran.stdout, &digest, predicate_type, "provenance")
@@ -244,16 +244,6 @@ fn sbom_statement(stdout: &str, digest: &str) -> Result<usize, String> {
         return Err("the attested predicate is not a CycloneDX document".to_owned());
     }
     Ok(predicate["components"].as_array().map_or(0, Vec::len))
-}
-
-/// cosign's attestation type for a BuildKit provenance predicate, and the in-toto
-/// predicate type it is stored under: SLSA 1.0 (a `buildDefinition`) or 0.2.
-pub fn provenance_type(slsa: &serde_json::Value) -> (&'static str, &'static str) {
-    if slsa.get("buildDefinition").is_some() {
-        ("slsaprovenance1", "https://slsa.dev/provenance/v1")
-    } else {
-        ("slsaprovenance", "https://slsa.dev/provenance/v0.2")
-    }
 }
 
 /// Standard base64 (with or without padding), as in-toto envelopes carry payloads.
