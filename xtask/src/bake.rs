@@ -374,7 +374,10 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
         } else {
             base.stage
         };
-        let (cache_from, cache_to) = cache(m, base.target);
+        let (mut cache_from, cache_to) = cache(m, base.target);
+        // A base's own steps come from its bases' caches too (a named context is solved
+        // inside the build that uses it, which imports only what it lists).
+        cache_from.extend(base.needs.iter().flat_map(|b| cache(m, b).0));
         let tag_names = git::tags(m.version.get_ref(), head, "");
         let image = Image {
             repository: repo.clone(),
@@ -416,7 +419,9 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             let needs = bases_of(service.kind);
             let paths = service_paths(m, name, service.kind);
             let bake_name = service_target(name, target);
-            let (cache_from, cache_to) = cache(m, &bake_name);
+            let (mut cache_from, cache_to) = cache(m, &bake_name);
+            cache_from.extend(needs.iter().chain(&["os-base"]).flat_map(|b| cache(m, b).0));
+            cache_from.dedup();
             let tag_names = git::tags(m.version.get_ref(), head, &target.tag_suffix());
             let push_tag_names = git::push_tags(m.version.get_ref(), head, &target.tag_suffix());
             let image = service_image(m, name, target);

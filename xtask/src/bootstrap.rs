@@ -33,23 +33,29 @@ impl flags::Bootstrap {
                 " (`--refresh` makes it anew and records it in bases.lock)".to_owned()
             };
             ui::note(&format!("{image} is already in the image store{hint}"));
-            return Ok(());
+        } else {
+            make(project, self.refresh)?;
         }
-        make(project, self.refresh)?;
+        if self.push {
+            push(project)?;
+        }
         Ok(())
     }
 }
 
-/// The image every Dockerfile starts from.
+/// The image every Dockerfile starts from: `debian.image`, else `debian:<release>-slim`.
 pub fn root_image(project: &Project) -> String {
-    format!("debian:{}-slim", project.manifest.debian.release.get_ref())
+    let d = &project.manifest.debian;
+    match &d.image {
+        Some(image) => image.get_ref().clone(),
+        None => format!("debian:{}-slim", d.release.get_ref()),
+    }
 }
 
-/// The digest a pull asks for: the lock's, unless this is a refresh.
+/// The digest a pull asks for: the lock's (a pulled root, or a bootstrapped one pushed
+/// to the team's registry), unless this is a refresh.
 fn pinned(lock: &Lock, refresh: bool) -> Option<String> {
-    (!refresh && lock.root.source == Source::Registry)
-        .then(|| lock.root.digest.clone())
-        .flatten()
+    (!refresh).then(|| lock.root.digest.clone()).flatten()
 }
 
 /// What a dry run shows: the pull, then the bootstrap where no registry answers.
@@ -110,6 +116,51 @@ pub fn make(project: &Project, refresh: bool) -> Result<Lock> {
         }
     }
     Ok(made)
+}
+
+/// Push the root image to its registry (`debian.image` names one) and record the digest
+/// the registry gives it in bases.lock, beside what the bootstrap recorded: every other
+/// machine (a CI runner, a builder node) then pulls exactly it, never bootstrapping a
+/// root of its own, so the bases they build match this machine's.
+fn push(project: &Project) -> Result<()> {
+    let image = root_image(project);
+    if project.manifest.debian.image.is_none() {
+        bail!(
+            "`bootstrap --push` pushes the root image to the team's registry: name it in debian.image in {} (such as `registry.example.com/team/debian:trixie-slim`)",
+            project.manifest_path.display()
+        );
+    }
+    docker::step(format!("push {image}"), &["push", "--quiet", &image])
+        .output(Output::Capture)
+        .on_fail("the registry must be up and reachable, and `docker login` done where it asks for credentials")
+        .run()?;
+    let inspect = docker::inspect_image(&image)?;
+    let repository = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
+    let digest = inspect["RepoDigests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .find_map(|d| d.strip_prefix(&format!("{repository}@")).map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("the registry gave {image} no digest (`docker image inspect` lists none)"))?;
+    let mut lock = Lock::read(project)?.unwrap_or_else(|| Lock {
+        root: bases::Root {
+            image: image.clone(),
+            source: Source::Registry,
+            digest: None,
+            snapshot: None,
+            refreshed: bases::format_utc(time::OffsetDateTime::now_utc()),
+            packages: Vec::new(),
+        },
+    });
+    lock.root.image = image.clone();
+    lock.root.digest = Some(digest.clone());
+    lock.write(project)?;
+    ui::note(&format!(
+        "pushed {image} ({digest}); {} pins it: other machines pull it by that digest",
+        Lock::path(project).display()
+    ));
+    Ok(())
 }
 
 /// The root's identity, for messages: its digest, or the mirror's snapshot.

@@ -25,6 +25,9 @@ impl flags::Build {
             .platform
             .as_ref()
             .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>());
+        if let Some(name) = &self.builder {
+            use_builder(project, name, platforms.as_deref())?;
+        }
         if dry_run {
             if self.pull {
                 print!("{}", bootstrap::show(project, None)?.render());
@@ -80,6 +83,50 @@ impl flags::Build {
         }
         Ok(())
     }
+}
+
+/// Send every docker step of this command to the builder node `name` (slipway.toml's
+/// `build.builders`): its engine over TCP, with the client certificate `certs` issued.
+/// Refused, naming what to do, when no such node is declared or it does not build one
+/// of the platforms asked for.
+pub fn use_builder(project: &Project, name: &str, platforms: Option<&[String]>) -> Result<()> {
+    let m = &project.manifest;
+    let Some((_, node)) = m.build.builders.iter().find(|(n, _)| n.get_ref() == name) else {
+        let known: Vec<&str> = m.build.builders.keys().map(|k| k.get_ref().as_str()).collect();
+        bail!(
+            "no builder named `{name}` in {}: {}",
+            project.manifest_path.display(),
+            if known.is_empty() {
+                "declare one under [build.builders.NAME] (endpoint = \"tcp://HOST:PORT\")".to_owned()
+            } else {
+                format!("the builders are {}", known.join(", "))
+            }
+        );
+    };
+    let asked: Vec<String> = platforms
+        .map(<[String]>::to_vec)
+        .unwrap_or_else(|| m.build.platforms.iter().map(|p| p.get_ref().clone()).collect());
+    if let Some(native) = &node.platforms {
+        let native: Vec<&str> = native.iter().map(|p| p.get_ref().as_str()).collect();
+        let foreign: Vec<&str> = asked
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !native.contains(p))
+            .collect();
+        if !foreign.is_empty() {
+            bail!(
+                "builder `{name}` builds {} natively, not {}: pick a builder that declares them (its `platforms` in slipway.toml)",
+                native.join(", "),
+                foreign.join(", ")
+            );
+        }
+    }
+    let cert_path = certs::builder_tls(project)?;
+    docker::use_endpoint(docker::Endpoint {
+        name: name.to_owned(),
+        host: node.endpoint.get_ref().clone(),
+        cert_path,
+    })
 }
 
 /// What `build` is asked to do besides building.
@@ -279,11 +326,7 @@ impl BuildPlan {
 pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<BuildPlan> {
     let m = &project.manifest;
     let caps = &facts.engine.capabilities;
-    let linking = if caps.named_contexts.ok {
-        Linking::Contexts
-    } else {
-        Linking::Layers
-    };
+    let linking = linking_of(&facts.engine, m);
     if m.build.cache != Cache::None && !caps.cache_export.ok {
         bail!(
             "build.cache in {} asks for an exported cache, which this builder cannot write ({}): use the \
@@ -583,6 +626,21 @@ pub struct Bakes<'a> {
     pub no_cache: bool,
 }
 
+/// How images reach their bases: named contexts where the builder takes them, unless a
+/// registry cache is shared between machines. Then in layers, each base loaded and named
+/// by its tag: a named context is solved inside the build that uses it, and its steps'
+/// cache keys there are not the ones another machine's build of the base exports, so a
+/// second node would miss the cache from the first named context on (found with two
+/// engines: a base built alone hits every step, the same base inside a service's build
+/// misses its first RUN).
+pub fn linking_of(engine: &Engine, m: &crate::manifest::Manifest) -> Linking {
+    if engine.capabilities.named_contexts.ok && !matches!(m.build.cache, Cache::Registry { .. }) {
+        Linking::Contexts
+    } else {
+        Linking::Layers
+    }
+}
+
 /// Where a stamped image is exported (an OCI archive) before the engine loads it.
 pub fn export_archive(build_dir: &Path, target: &str) -> PathBuf {
     build_dir.join("export").join(format!("{target}.oci.tar"))
@@ -625,11 +683,7 @@ fn stamped(b: &Bakes<'_>, batch: &[String], pushes: bool) -> Vec<String> {
 /// keeps their manifests byte for byte, so the digests are bake's) and, for a push,
 /// pushed tag by tag: what is pushed is what was loaded.
 pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
-    let linking = if b.engine.capabilities.named_contexts.ok {
-        Linking::Contexts
-    } else {
-        Linking::Layers
-    };
+    let linking = linking_of(b.engine, b.manifest);
     let all: Vec<String> = b.layers.concat();
     let batches = match (linking, push) {
         (Linking::Contexts, false) => vec![all],
@@ -1100,6 +1154,41 @@ mod tests {
             .iter()
             .map(|bake| bake.step.command_line())
             .collect()
+    }
+
+    #[test]
+    fn a_shared_registry_cache_builds_in_layers() {
+        let mut project = Project::load().unwrap();
+        let facts = test_facts(&project, true);
+        let request = Request {
+            names: vec!["agent".into()],
+            target: Target::Prod,
+            platforms: None,
+            push: false,
+            no_cache: false,
+        };
+        assert_eq!(plan(&project, &facts, &request).unwrap().linking, Linking::Contexts);
+        project.manifest.build.cache = Cache::Registry {
+            reference: "registry.example.com/team/cache".into(),
+        };
+        let plan = plan(&project, &facts, &request).unwrap();
+        assert_eq!(plan.linking, Linking::Layers);
+        assert_eq!(plan.bakes.len(), bake::SERVICE_LAYER + 1);
+        // Each image imports its own cache and its bases', and exports its own.
+        let agent = &plan.definition.target["agent-prod"];
+        assert_eq!(
+            agent.cache_from,
+            [
+                "type=registry,ref=registry.example.com/team/cache:agent-prod",
+                "type=registry,ref=registry.example.com/team/cache:python-builder",
+                "type=registry,ref=registry.example.com/team/cache:python-base",
+                "type=registry,ref=registry.example.com/team/cache:os-base",
+            ]
+        );
+        assert_eq!(
+            agent.cache_to,
+            ["type=registry,ref=registry.example.com/team/cache:agent-prod,mode=max"]
+        );
     }
 
     #[test]

@@ -90,6 +90,44 @@ impl Wanted {
     }
 }
 
+/// The stem of a builder node's server certificate: `builder-<name>`.
+pub fn builder_stem(name: &str) -> String {
+    format!("builder-{name}")
+}
+
+/// The stem of the client certificate presented to every builder node.
+pub const BUILDER_CLIENT: &str = "builder-client";
+
+/// The directory the docker CLI reads a builder node's TLS files from
+/// (`DOCKER_CERT_PATH`: `ca.pem`, `cert.pem`, `key.pem`): the Root CA and the builder
+/// client's certificate and key, copied from the project's certificates (the key 0600,
+/// the directory 0700), again every time (a rotation changes them).
+pub fn builder_tls(project: &Project) -> Result<PathBuf> {
+    let source = project.certs_dir();
+    let dir = project.state_dir().join("builder-tls");
+    make_dir(&dir)?;
+    for (from, to) in [
+        (CA_CERT.to_owned(), "ca.pem"),
+        (format!("{BUILDER_CLIENT}.crt"), "cert.pem"),
+        (format!("{BUILDER_CLIENT}.key"), "key.pem"),
+    ] {
+        let from = source.join(from);
+        let text = fs::read_to_string(&from).map_err(|e| {
+            anyhow::anyhow!(
+                "{} ({e}): run `cargo xtask certs`, which issues the builder nodes' certificates",
+                from.display()
+            )
+        })?;
+        let to = dir.join(to);
+        if fs::read_to_string(&to).is_ok_and(|old| old == text) {
+            continue;
+        }
+        let tmp = stage(&to, &text, to.ends_with("key.pem"))?;
+        fs::rename(&tmp, &to).map_err(|e| anyhow::anyhow!("writing {}: {e}", to.display()))?;
+    }
+    Ok(dir)
+}
+
 /// Everything the manifest says about certificates, in plain values.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -148,6 +186,30 @@ impl Spec {
                 service: Some(client.clone()),
                 stem: format!("{client}-client"),
                 sans: vec![client.clone()],
+            });
+        }
+        // Builder nodes: each engine's server certificate (its endpoint's host), and one
+        // client certificate the xtask presents to all of them.
+        for (name, node) in &m.build.builders {
+            let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            if let Some((host, _)) = node.host_port()
+                && !sans.iter().any(|s| s == host)
+            {
+                sans.insert(0, host.to_owned());
+            }
+            wanted.push(Wanted {
+                role: Role::Server,
+                service: None,
+                stem: builder_stem(name.get_ref()),
+                sans,
+            });
+        }
+        if !m.build.builders.is_empty() {
+            wanted.push(Wanted {
+                role: Role::Client,
+                service: None,
+                stem: BUILDER_CLIENT.to_owned(),
+                sans: vec![BUILDER_CLIENT.to_owned()],
             });
         }
         Spec {

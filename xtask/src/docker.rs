@@ -43,9 +43,47 @@ impl Store {
 pub const START_ENGINE: &str =
     "start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), then run `cargo xtask doctor`";
 
-/// A `docker` step with the given arguments.
+/// A builder node's engine, reached over TCP with mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its name in slipway.toml (`build.builders.NAME`).
+    pub name: String,
+    /// `tcp://HOST:PORT`.
+    pub host: String,
+    /// The client's TLS files (`ca.pem`, `cert.pem`, `key.pem`).
+    pub cert_path: std::path::PathBuf,
+}
+
+/// The engine every docker step of this process talks to, when it is a builder node
+/// (`build --builder NAME`); else the environment's (`DOCKER_HOST`, the docker context).
+static ENDPOINT: std::sync::OnceLock<Endpoint> = std::sync::OnceLock::new();
+
+/// Talk to `endpoint` from now on: said once, before the first docker step.
+pub fn use_endpoint(endpoint: Endpoint) -> anyhow::Result<()> {
+    let name = endpoint.name.clone();
+    ENDPOINT
+        .set(endpoint)
+        .map_err(|_| anyhow::anyhow!("a second builder ({name}) asked for in one command"))
+}
+
+/// Which engine the steps talk to, for records keyed by it (`engine.json`).
+pub fn host_label() -> String {
+    match ENDPOINT.get() {
+        Some(e) => format!("{} ({})", e.host, e.name),
+        None => std::env::var("DOCKER_HOST").unwrap_or_default(),
+    }
+}
+
+/// A `docker` step with the given arguments, to the chosen engine.
 pub fn step(name: impl Into<String>, args: &[&str]) -> Step {
-    Step::new(name, "docker").args(args.iter().copied())
+    let step = Step::new(name, "docker").args(args.iter().copied());
+    match ENDPOINT.get() {
+        Some(e) => step
+            .env("DOCKER_HOST", &e.host)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", e.cert_path.display().to_string()),
+        None => step,
+    }
 }
 
 /// A quick query: captured output, bounded in time, never an interactive prompt.

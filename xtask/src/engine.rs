@@ -122,7 +122,7 @@ impl Engine {
             "probes {PROBES}: engine {version} ({}), buildx {buildx}, builder {} ({driver}, BuildKit {buildkit}), host {}",
             store.name(),
             builder.unwrap_or("current"),
-            std::env::var("DOCKER_HOST").unwrap_or_default(),
+            docker::host_label(),
         );
         let record_file = project.state_dir().join("engine.json");
         let mut record: BTreeMap<String, Capabilities> = fs::read_to_string(&record_file)

@@ -75,6 +75,9 @@ xflags::xflags! {
             /// (`bootstrap --refresh`, recorded in bases.lock), and the bases built again
             /// with no cached layer, so their packages are the mirror's current ones.
             optional --pull
+            /// Build on the builder node NAME of build.builders (its engine over TCP with
+            /// mutual TLS) instead of this machine's engine.
+            optional --builder name: String
         }
 
         /// Make the Debian root image (`debian:<release>-slim`) every base starts from:
@@ -84,6 +87,9 @@ xflags::xflags! {
             /// Make it anew even when the image store has it, and record it in
             /// bases.lock (its digest, or the mirror's snapshot and package versions).
             optional --refresh
+            /// Push it to the registry debian.image names, and pin its digest in
+            /// bases.lock: other machines pull it instead of bootstrapping their own.
+            optional --push
         }
 
         /// Check the image policy: Dockerfile rules, the built images' configuration,
@@ -383,11 +389,13 @@ pub struct Build {
     pub platform: Option<String>,
     pub no_cache: bool,
     pub pull: bool,
+    pub builder: Option<String>,
 }
 
 #[derive(Debug)]
 pub struct Bootstrap {
     pub refresh: bool,
+    pub push: bool,
 }
 
 #[derive(Debug)]

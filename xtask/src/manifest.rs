@@ -115,6 +115,11 @@ pub struct Debian {
     /// monthly refresh).
     #[serde(default = "default_max_age_days")]
     pub max_age_days: u32,
+    /// The root image's name, where it is not `debian:<release>-slim`: the team's own
+    /// copy in its registry (`registry.example.com/team/debian:trixie-slim`), which
+    /// `bootstrap --push` fills and every other machine pulls by bases.lock's digest.
+    #[serde(default)]
+    pub image: Option<Spanned<String>>,
 }
 
 impl Default for Debian {
@@ -123,6 +128,7 @@ impl Default for Debian {
             release: default_release(),
             mirror: None,
             max_age_days: default_max_age_days(),
+            image: None,
         }
     }
 }
@@ -155,6 +161,9 @@ pub struct Build {
     /// Where the Rust builder image comes from.
     #[serde(default)]
     pub rust_toolchain: RustToolchain,
+    /// Builder nodes besides this machine's engine, by name (`build --builder NAME`).
+    #[serde(default)]
+    pub builders: BTreeMap<Spanned<String>, BuilderNode>,
 }
 
 impl Default for Build {
@@ -165,7 +174,32 @@ impl Default for Build {
             platforms: default_platforms(),
             extra_ca: Vec::new(),
             rust_toolchain: RustToolchain::default(),
+            builders: BTreeMap::new(),
         }
+    }
+}
+
+/// A builder node: a Docker engine reached over TCP with mutual TLS, whose server
+/// certificate `cargo xtask certs` issues (`builder-<name>.crt`), as it issues the
+/// client's (`builder-client.crt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BuilderNode {
+    /// `tcp://HOST:PORT` of its engine.
+    pub endpoint: Spanned<String>,
+    /// The platforms it builds natively (default: `build.platforms`).
+    #[serde(default)]
+    pub platforms: Option<Vec<Spanned<String>>>,
+}
+
+impl BuilderNode {
+    /// `HOST` and `PORT` of its endpoint, when it is `tcp://HOST:PORT`.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        let rest = self.endpoint.get_ref().strip_prefix("tcp://")?;
+        let (host, port) = rest.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty() && !host.contains('/')).then_some(())?;
+        Some((host, port.parse().ok()?))
     }
 }
 
@@ -182,8 +216,11 @@ pub enum Cache {
     None,
     /// A directory on this machine.
     Local { dir: String },
-    /// An image reference in a registry.
-    Registry { reference: String },
+    /// An image reference in a registry (`ref`, as buildx spells it, is read too).
+    Registry {
+        #[serde(alias = "ref")]
+        reference: String,
+    },
     /// The GitHub Actions cache.
     Gha {
         #[serde(default)]
@@ -808,6 +845,32 @@ server = "agent"
                 .any(|p| p.starts_with("10:11: publish = \"everywhere\" is not an IP address")),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn builder_nodes_are_engines_over_tcp() {
+        let with = |node: &str| format!("{GOOD}\n[build.builders.{node}\n");
+        let good = format!(
+            "{GOOD}\n[build.builders.big]\nendpoint = \"tcp://10.0.0.7:2376\"\nplatforms = [\"linux/arm64\"]\n"
+        );
+        let m = Manifest::parse(&good, std::path::Path::new("slipway.toml")).unwrap();
+        let (name, node) = m.build.builders.iter().next().unwrap();
+        assert_eq!(name.get_ref(), "big");
+        assert_eq!(node.host_port(), Some(("10.0.0.7", 2376)));
+        for (endpoint, why) in [
+            ("ssh://builder", "is not `tcp://HOST:PORT`"),
+            ("tcp://10.0.0.7", "is not `tcp://HOST:PORT`"),
+            ("tcp://:2376", "is not `tcp://HOST:PORT`"),
+        ] {
+            let bad = with(&format!("big]\nendpoint = \"{endpoint}\""));
+            let found = problems(&bad);
+            assert!(
+                found.iter().any(|p| p.contains(why) && p.contains(endpoint)),
+                "{endpoint}: {found:#?}"
+            );
+        }
+        let found = problems(&with("Big]\nendpoint = \"tcp://h:1\""));
+        assert!(found.iter().any(|p| p.contains("builder `Big`")), "{found:#?}");
     }
 
     #[test]

@@ -1435,6 +1435,220 @@ fn doctor_warns_when_the_root_image_in_the_store_is_older_than_the_limit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A second Docker engine on this machine, a builder node: the modern dockerd with its
+/// own data root, exec root, pid file and bridge, listening on a loopback TCP port with
+/// mutual TLS (the certificates `cargo xtask certs` issued for `build.builders.NAME`).
+/// Stopped, its bridge and directories removed, however the test ends.
+struct Node {
+    child: std::process::Child,
+    dir: PathBuf,
+    exec_root: PathBuf,
+    bridge: String,
+}
+
+impl Node {
+    const DOCKERD: &'static str = "/opt/slipway-engine/modern/bin/dockerd";
+
+    fn start(name: &str, port: u16, certs: &Path) -> Node {
+        let dir = scratch(&format!("node-{name}"));
+        let exec_root = PathBuf::from(format!("/run/slipway-{name}"));
+        let bridge = format!("slw-{name}");
+        let _ = Command::new("ip").args(["link", "delete", &bridge]).output();
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", "10.231.7.1/24", "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out));
+        }
+        let config = serde_json::json!({
+            "features": { "containerd-snapshotter": true },
+            "data-root": dir.join("data"),
+            "exec-root": exec_root,
+            "pidfile": dir.join("docker.pid"),
+            "hosts": [format!("tcp://127.0.0.1:{port}")],
+            "tlsverify": true,
+            "tlscacert": certs.join("rootCA.crt"),
+            "tlscert": certs.join(format!("builder-{name}.crt")),
+            "tlskey": certs.join(format!("builder-{name}.key")),
+            "bridge": bridge,
+            "iptables": false,
+        });
+        std::fs::write(dir.join("daemon.json"), config.to_string()).unwrap();
+        let path = format!("/opt/slipway-engine/modern/bin:{}", std::env::var("PATH").unwrap());
+        let child = Command::new(Node::DOCKERD)
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("the modern dockerd (../shared/tools/engine-up.sh installs it)");
+        Node {
+            child,
+            dir,
+            exec_root,
+            bridge,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SAFETY: signalling the dockerd this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip").args(["link", "delete", &self.bridge]).output();
+        let _ = std::fs::remove_dir_all(&self.exec_root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Of a build's plain progress: the RUN and COPY steps, and how many were cached.
+fn cached_steps(progress: &str) -> (usize, usize) {
+    let mut steps: BTreeMap<String, bool> = BTreeMap::new();
+    for line in progress.lines() {
+        let Some(rest) = line.strip_prefix('#') else { continue };
+        let Some((id, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        if what.starts_with('[') && (what.contains("] RUN ") || what.contains("] COPY ")) {
+            steps.entry(id.to_owned()).or_insert(false);
+        } else if what.trim() == "CACHED"
+            && let Some(cached) = steps.get_mut(id)
+        {
+            *cached = true;
+        }
+    }
+    (steps.len(), steps.values().filter(|c| **c).count())
+}
+
+#[test]
+#[ignore = "needs the Docker engine: run `cargo xtask test`"]
+fn a_builder_node_builds_from_the_registry_cache_the_same_images() {
+    let _serial = serial();
+    built();
+    let (status, detail) = capability("cache export");
+    if status != "ok" {
+        // Docker 20.10's builder cannot export a cache: the manifest's registry cache is
+        // refused, naming the engine setting to change.
+        assert!(detail.starts_with("no ("), "{detail}");
+        return;
+    }
+    let registry = Registry::start();
+    let dir = registry.dir.clone();
+    let host = registry.host();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The team's registry holds the root image and the cache; node-b is declared.
+    let manifest = dir.join("slipway.toml");
+    let text_of_manifest = std::fs::read_to_string(root().join("slipway.toml"))
+        .unwrap()
+        .replace("registry = \"localhost:5000\"", &format!("registry = \"{host}\""))
+        .replace(
+            "release = \"trixie\"",
+            &format!("release = \"trixie\"\nimage = \"{host}/platform/debian:trixie-slim\""),
+        )
+        .replace(
+            "cache = { type = \"none\" }",
+            &format!(
+                "cache = {{ type = \"registry\", reference = \"{host}/platform/cache\" }}\n\n[build.builders.nodeb]\nendpoint = \"tcp://127.0.0.1:{port}\"\nplatforms = [\"linux/amd64\"]"
+            ),
+        );
+    std::fs::write(&manifest, &text_of_manifest).unwrap();
+    let certs = root().join(".slipway/certs");
+    let out = xtask_with(&manifest, &["certs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(certs.join("builder-nodeb.crt").is_file() && certs.join("builder-client.key").is_file());
+
+    // Node A (this engine): its root image in the team's registry, pinned in the lock.
+    docker_ok(&[
+        "tag",
+        "debian:trixie-slim",
+        &format!("{host}/platform/debian:trixie-slim"),
+    ]);
+    let out = xtask_with(&manifest, &["bootstrap", "--push"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lock = std::fs::read_to_string(dir.join("bases.lock")).unwrap();
+    assert!(lock.contains("digest = \"sha256:"), "{lock}");
+    // Node A builds, exporting the cache.
+    let out = xtask_with(&manifest, &["build", "agent", "--target", "prod"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let agent = format!("{host}/platform/agent:0.1.0");
+    let on_a = image_id(&agent);
+
+    // Node B: an empty engine. Its root image comes from the registry by the lock's
+    // digest, every step from the cache node A exported.
+    let _node = Node::start("nodeb", port, &certs);
+    let started = Instant::now();
+    loop {
+        let out = xtask_with(&manifest, &["--dry-run", "build", "agent", "--builder", "nodeb"]);
+        if out.status.success() && !text(&out).contains("not reachable") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "node B never answered: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = xtask_with(&manifest, &["build", "agent", "--target", "prod", "--builder", "nodeb"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("pulled {host}/platform/debian:trixie-slim@sha256:")),
+        "{said}"
+    );
+    let (steps, cached) = cached_steps(&said);
+    assert!(
+        steps > 5 && cached * 10 >= steps * 9,
+        "{cached} of {steps} steps cached:\n{said}"
+    );
+    // The same prod image: the same manifest (config and layers) on both nodes.
+    let tls = root().join(".slipway/builder-tls");
+    let on_b = String::from_utf8_lossy(
+        &Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &agent])
+            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", &tls)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(on_b, on_a, "node B built another agent image");
+    // An unknown builder, and a platform node B does not declare, are refused by name.
+    let out = xtask_with(&manifest, &["build", "agent", "--builder", "nodec"]);
+    assert!(
+        !out.status.success() && text(&out).contains("no builder named `nodec`"),
+        "{}",
+        text(&out)
+    );
+    let out = xtask_with(
+        &manifest,
+        &["build", "agent", "--builder", "nodeb", "--platform", "linux/arm64"],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("builds linux/amd64 natively, not linux/arm64"),
+        "{}",
+        text(&out)
+    );
+    let _ = docker(&["image", "rm", &format!("{host}/platform/debian:trixie-slim")]);
+}
+
 /// A branch of this checkout for as long as it lives.
 struct Branch(String);
 

@@ -243,7 +243,8 @@ pub(super) fn leaf_params(spec: &Spec, w: &Wanted, now: OffsetDateTime) -> Resul
     let mut params = CertificateParams::new(w.sans.clone())
         .with_context(|| format!("the names {:?} for {}", w.sans, w.cert_file()))?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, w.service.clone().unwrap_or_default());
+    // A service's name, or (a builder node's certificates) the file stem.
+    dn.push(DnType::CommonName, w.service.clone().unwrap_or_else(|| w.stem.clone()));
     dn.push(DnType::OrganizationName, spec.brand.clone());
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;

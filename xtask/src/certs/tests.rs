@@ -266,6 +266,30 @@ fn real_mtls_handshakes_accept_and_refuse() {
 }
 
 #[test]
+fn builder_nodes_get_a_server_certificate_and_the_xtask_a_client_one() {
+    let s = Scratch::new("builders");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let text = fs::read_to_string(root.join(crate::manifest::FILE)).unwrap()
+        + "\n[build.builders.big]\nendpoint = \"tcp://builder.internal:2376\"\n";
+    let manifest = Manifest::parse(&text, Path::new("slipway.toml")).unwrap();
+    let with_builder = Spec::from_manifest(&manifest);
+    ensure(&s.certs(), &with_builder, None).unwrap();
+    let d = s.certs();
+    // A real handshake: the node's certificate for its endpoint's host (and loopback),
+    // the xtask's client certificate accepted by it.
+    for name in ["builder.internal", "localhost", "127.0.0.1"] {
+        assert_eq!(
+            exchange(&d, "builder-big", &d, Some((&d, BUILDER_CLIENT)), &d, name).unwrap(),
+            "world"
+        );
+    }
+    let err = exchange(&d, "builder-big", &d, Some((&d, "builder-big")), &d, "localhost").unwrap_err();
+    assert!(err.contains("UnsupportedCertificate"), "{err}");
+    // No builder, no builder certificates.
+    assert!(!spec().wanted.iter().any(|w| w.stem.starts_with("builder-")));
+}
+
+#[test]
 fn openssl_agrees() {
     let s = Scratch::new("openssl");
     let spec = spec();

@@ -30,6 +30,30 @@ impl Manifest {
                 format!("registry `{registry}`: give a host and optional port, like `registry.example.com` or `localhost:5000`, with no scheme or trailing `/`"),
             );
         }
+        for (name, node) in &self.build.builders {
+            if !is_name(name.get_ref()) {
+                src.report(name.span(), format!("builder `{}`: {name_rule}", name.get_ref()));
+            }
+            if node.host_port().is_none() {
+                src.report(
+                    node.endpoint.span(),
+                    format!(
+                        "builder `{}`: endpoint `{}` is not `tcp://HOST:PORT` (a Docker engine with mutual TLS, whose certificates `cargo xtask certs` issues)",
+                        name.get_ref(),
+                        node.endpoint.get_ref()
+                    ),
+                );
+            }
+        }
+        if let Some(image) = &self.debian.image {
+            let i = image.get_ref();
+            if i.is_empty() || i.contains("://") || i.contains(' ') || i != &i.to_lowercase() || !i.contains(':') {
+                src.report(
+                    image.span(),
+                    format!("debian.image `{i}`: give an image reference with its tag, lowercase, like `registry.example.com/team/debian:trixie-slim`"),
+                );
+            }
+        }
         if let Some(ci) = &self.ci.registry {
             let r = ci.get_ref();
             if r.is_empty() || r.contains("://") || r.ends_with('/') || r.contains(' ') || r != &r.to_lowercase() {
