@@ -134,14 +134,7 @@ fn push(project: &Project) -> Result<()> {
         .output(Output::Capture)
         .on_fail("the registry must be up and reachable, and `docker login` done where it asks for credentials")
         .run()?;
-    let inspect = docker::inspect_image(&image)?;
-    let repository = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
-    let digest = inspect["RepoDigests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str())
-        .find_map(|d| d.strip_prefix(&format!("{repository}@")).map(str::to_owned))
+    let digest = docker::repo_digest(&image)?
         .ok_or_else(|| anyhow::anyhow!("the registry gave {image} no digest (`docker image inspect` lists none)"))?;
     let mut lock = Lock::read(project)?.unwrap_or_else(|| Lock {
         root: bases::Root {
@@ -199,13 +192,7 @@ fn pull(project: &Project, digest: Option<String>) -> Result<Option<Lock>> {
         docker::step(format!("name it {image}"), &["tag", &from, &image]).run()?;
     }
     ui::note(&format!("pulled {from}"));
-    let inspect = docker::inspect_image(&image)?;
-    let digest = inspect["RepoDigests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str()?.split_once('@').map(|(_, d)| d.to_owned()))
-        .next();
+    let digest = docker::repo_digest(&image)?;
     Ok(Some(Lock {
         root: bases::Root {
             image,

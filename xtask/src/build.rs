@@ -313,10 +313,7 @@ impl BuildPlan {
         {
             plan.steps.extend(root.steps);
         }
-        for bake in &self.bakes {
-            plan.push(bake.step.clone());
-            plan.steps.extend(bake.then.iter().cloned());
-        }
+        plan.steps.extend(self.bakes.iter().flat_map(Bake::steps).cloned());
         plan.render()
     }
 }
@@ -508,10 +505,7 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     }
     let mut steps = crate::plan::Plan::new();
     let metadata_files: Vec<PathBuf> = plan.bakes.iter().map(|bake| bake.metadata.clone()).collect();
-    for bake in &plan.bakes {
-        steps.push(bake.step.clone());
-        steps.steps.extend(bake.then.iter().cloned());
-    }
+    steps.steps.extend(plan.bakes.iter().flat_map(Bake::steps).cloned());
     if plan.bakes.iter().any(|bake| !bake.then.is_empty()) {
         let dir = build_dir.join("export");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -653,6 +647,13 @@ pub struct Bake {
     pub step: Step,
     pub metadata: PathBuf,
     pub then: Vec<Step>,
+}
+
+impl Bake {
+    /// The bake, then what follows it, in the order they run.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        std::iter::once(&self.step).chain(&self.then)
+    }
 }
 
 /// The targets of `batch` a bake exports stamped (every file's time the image's

@@ -265,6 +265,20 @@ pub fn provenance(reference: &str) -> Result<serde_json::Value, String> {
     slsa.ok_or_else(|| "no provenance attestation beside it".to_owned())
 }
 
+/// The digest a registry gave `reference` (`name:tag`), from the image's `RepoDigests`:
+/// the entry of its own repository. `None` when it was never pushed or pulled.
+pub fn repo_digest(reference: &str) -> anyhow::Result<Option<String>> {
+    let inspect = inspect_image(reference)?;
+    let repository = reference.rsplit_once(':').map_or(reference, |(r, _)| r);
+    let prefix = format!("{repository}@");
+    Ok(inspect["RepoDigests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str()?.strip_prefix(&prefix).map(str::to_owned))
+        .next())
+}
+
 /// `docker image inspect` of one image, as JSON.
 pub fn inspect_image(reference: &str) -> anyhow::Result<serde_json::Value> {
     let ran = query(&["image", "inspect", reference], 30)?;
