@@ -1,5 +1,5 @@
 //! `cargo xtask certs`: the Root CA, a server certificate per service and the mTLS client
-//! certificates, under `.<brand>/certs/`. In Rust (rcgen signs, x509-parser reads,
+//! certificates, under `.<brand>/certs/`. In Rust (rcgen signs, yasna reads,
 //! webpki verifies): no openssl CLI.
 //!
 //! Files: `rootCA.crt`/`rootCA.key`, `<service>.crt`/`<service>.key` (serverAuth only),
@@ -13,7 +13,7 @@
 //! at once cannot sign leaves with two different CAs.
 //!
 //! Here: what is wanted ([`Spec`]) and the command; `issue` makes certificates, `read`
-//! reads them back, `files` writes and locks them, `run` gives each service its own.
+//! reads them back (`x509` parses), `files` writes and locks them, `run` gives each service its own.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -28,6 +28,7 @@ mod files;
 mod issue;
 mod read;
 mod run;
+mod x509;
 
 pub use files::{count_pem_certificates, file_sha256};
 pub use issue::{Change, ensure, plan};

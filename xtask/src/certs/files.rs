@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::x509;
+
 /// The exclusive lock every writer holds (`certs.lock` beside the directory).
 pub(super) fn lock(dir: &Path) -> Result<fs::File> {
     crate::project::lock_file(&dir.parent().unwrap_or(dir).join("certs.lock"), "certs")
@@ -56,26 +58,26 @@ pub(super) fn stage(path: &Path, content: &str, secret: bool) -> Result<PathBuf>
 /// Read the first certificate of a PEM file, as DER.
 pub(super) fn read_cert_der(path: &Path) -> Result<Vec<u8>> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| {
+    let pem = pem::parse(&bytes).map_err(|e| {
         anyhow::anyhow!(
             "{} is not a PEM certificate ({e}): it may be truncated or corrupt",
             path.display()
         )
     })?;
-    if pem.label != "CERTIFICATE" {
+    if pem.tag() != "CERTIFICATE" {
         bail!(
             "{} holds a `{}` PEM block, not a CERTIFICATE",
             path.display(),
-            pem.label
+            pem.tag()
         );
     }
-    x509_parser::parse_x509_certificate(&pem.contents).map_err(|e| {
+    x509::parse(pem.contents()).map_err(|e| {
         anyhow::anyhow!(
             "{} is not a valid X.509 certificate ({e}): it may be truncated or corrupt",
             path.display()
         )
     })?;
-    Ok(pem.contents)
+    Ok(pem.into_contents())
 }
 
 /// The SHA-256 of a certificate file's bytes (hex), after checking it is one: the
@@ -89,9 +91,11 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 
 /// How many PEM certificates a bundle holds.
 pub fn count_pem_certificates(bytes: &[u8]) -> usize {
-    x509_parser::pem::Pem::iter_from_buffer(bytes)
-        .filter_map(|p| p.ok())
-        .filter(|p| p.label == "CERTIFICATE" && x509_parser::parse_x509_certificate(&p.contents).is_ok())
+    // Block by block: one damaged block does not hide the others.
+    String::from_utf8_lossy(bytes)
+        .split_inclusive("-----END CERTIFICATE-----")
+        .filter_map(|block| pem::parse(block).ok())
+        .filter(|p| p.tag() == "CERTIFICATE" && x509::parse(p.contents()).is_ok())
         .count()
 }
 

@@ -173,8 +173,12 @@ pub fn ensure(dir: &Path, spec: &Spec, rotate: Option<Rotate>) -> Result<Vec<Cha
         let cert_pem = fs::read_to_string(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
         let key =
             KeyPair::from_pem(&key_pem).with_context(|| format!("{} is not a private key", key_path.display()))?;
-        Issuer::from_ca_cert_pem(&cert_pem, key)
-            .with_context(|| format!("{} cannot be read back as a CA", cert_path.display()))?
+        let params = pem::parse(&cert_pem)
+            .map_err(anyhow::Error::from)
+            .and_then(|pem| Ok(x509::parse(pem.contents())?))
+            .and_then(|cert| cert.issuer_params())
+            .with_context(|| format!("{} cannot be read back as a CA", cert_path.display()))?;
+        Issuer::new(params, key)
     } else {
         let key = new_key(spec.key_type)?;
         let params = ca_params(spec, now);

@@ -82,51 +82,40 @@ pub fn inspect(dir: &Path, spec: &Spec, w: &Wanted, ca_der: Option<&[u8]>) -> Re
         }
     };
     r.sha256 = sha256_hex(&der);
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+    let Ok(cert) = x509::parse(&der) else {
         unreachable!("parsed above")
     };
-    r.subject = cert.subject().to_string();
-    r.issuer = cert.issuer().to_string();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                x509_parser::extensions::GeneralName::DNSName(d) => r.sans.push(format!("DNS:{d}")),
-                x509_parser::extensions::GeneralName::IPAddress(ip) => r.sans.push(format!("IP:{}", ip_text(ip))),
-                other => r.sans.push(format!("{other:?}")),
-            }
-        }
-    }
-    if let Ok(Some(ku)) = cert.key_usage() {
-        let ku = ku.value;
+    r.subject = cert.subject.to_string();
+    r.issuer = cert.issuer.to_string();
+    r.sans = cert.sans.clone();
+    if let Some(ku) = cert.key_usage {
         for (on, name) in [
-            (ku.digital_signature(), "digitalSignature"),
-            (ku.key_encipherment(), "keyEncipherment"),
-            (ku.key_cert_sign(), "keyCertSign"),
-            (ku.crl_sign(), "cRLSign"),
+            (ku.digital_signature, "digitalSignature"),
+            (ku.key_encipherment, "keyEncipherment"),
+            (ku.key_cert_sign, "keyCertSign"),
+            (ku.crl_sign, "cRLSign"),
         ] {
             if on {
                 r.key_usage.push(name.into());
             }
         }
     }
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        if eku.value.server_auth {
-            r.extended_key_usage.push("serverAuth".into());
-        }
-        if eku.value.client_auth {
-            r.extended_key_usage.push("clientAuth".into());
-        }
-        if eku.value.any {
-            r.extended_key_usage.push("any".into());
+    for (oid, name) in [
+        (x509::SERVER_AUTH, "serverAuth"),
+        (x509::CLIENT_AUTH, "clientAuth"),
+        (x509::ANY_EXTENDED_KEY_USAGE, "any"),
+    ] {
+        if cert.extended_key_usage.iter().any(|o| o == oid) {
+            r.extended_key_usage.push(name.into());
         }
     }
-    let not_after = cert.validity().not_after.timestamp();
+    let not_after = cert.not_after;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     r.not_after = date_of_unix(not_after);
     r.days_left = (not_after - now).div_euclid(86_400);
     if not_after <= now {
         r.problems.push(format!("expired on {}", r.not_after));
-    } else if cert.validity().not_before.timestamp() > now {
+    } else if cert.not_before > now {
         r.problems.push("not valid yet: is this machine's clock right?".into());
     } else if r.days_left < i64::from(spec.warn_days) {
         r.problems.push(format!(
@@ -136,7 +125,7 @@ pub fn inspect(dir: &Path, spec: &Spec, w: &Wanted, ca_der: Option<&[u8]>) -> Re
     }
 
     // The key: present, matching, private.
-    let spki = cert.public_key().raw.to_vec();
+    let spki = cert.spki.clone();
     match fs::metadata(&key_path) {
         Err(_) => {
             r.problems.push(format!("its key {} is missing", w.key_file()));
@@ -184,12 +173,7 @@ pub fn inspect(dir: &Path, spec: &Spec, w: &Wanted, ca_der: Option<&[u8]>) -> Re
     };
     match w.role {
         Role::RootCa => {
-            let bc = cert
-                .basic_constraints()
-                .ok()
-                .flatten()
-                .map(|b| b.value.ca)
-                .unwrap_or(false);
+            let bc = cert.ca.is_some();
             if !bc || !r.key_usage.iter().any(|k| k == "keyCertSign") {
                 r.problems
                     .push("not a CA certificate (CA:true and keyCertSign are required)".into());
