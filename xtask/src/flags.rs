@@ -304,8 +304,8 @@ xflags::xflags! {
             /// Also measure the no-op and the cold build on a second engine, side by side
             /// in the same run: its DOCKER_HOST (`unix:///run/legacy.sock`).
             optional --also-on host: String
-            /// Measure one group only and print it (stack, load or prod); a full run
-            /// writes docs/benchmarks.md.
+            /// Measure one group only and print it (stack, load, prod, cold or xtask); a
+            /// full run writes docs/benchmarks.md.
             optional --only group: String
         }
 
