@@ -70,6 +70,7 @@ pub struct Figure {
     pub meets: Option<bool>,
 }
 
+#[allow(clippy::too_many_arguments, reason = "Figure's fields, in their order")]
 fn fig(
     name: &str,
     command: String,
@@ -705,43 +706,50 @@ fn clone_to_healthy(project: &Project, xtask: &str) -> Result<Figure> {
     // What the cold build clears, and the stack of this checkout (same ports, same name).
     cold_clear(project, xtask, None)?;
     let started = Instant::now();
-    let reader = duct::cmd!("cargo", "xtask", "dev", "--detach")
-        .dir(&clone)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("SLIPWAY_ROOT")
-        .stderr_to_stdout()
-        .unchecked()
-        .reader()?;
     let mut marks: Vec<(&str, f64)> = Vec::new();
     let mut tail = Vec::new();
-    for line in std::io::BufReader::new(&reader).lines() {
-        let line = line?;
-        let at = started.elapsed().as_secs_f64();
-        let mark = if line.contains("Running `target/debug/xtask") {
-            Some("xtask compile")
-        } else if line.starts_with("==> bake") {
-            Some("root image")
-        } else if line.starts_with("==> start the stack") {
-            Some("images")
-        } else {
-            None
-        };
-        if let Some(mark) = mark.filter(|m| !marks.iter().any(|(n, _)| n == m)) {
-            marks.push((mark, at));
-        }
-        tail.push(line);
-        if tail.len() > 20 {
-            tail.remove(0);
-        }
-    }
+    let ran = Step::new("cargo xtask dev --detach, on the fresh clone", "sh")
+        // The clone's own target directory and root, whatever this run was given.
+        .args([
+            "-c",
+            "unset CARGO_TARGET_DIR SLIPWAY_ROOT SLIPWAY_STATE_DIR; exec cargo xtask dev --detach 2>&1",
+        ])
+        .cwd(&clone)
+        .pipe(|out| {
+            for line in std::io::BufReader::new(out).lines() {
+                let line = line?;
+                let at = started.elapsed().as_secs_f64();
+                let mark = if line.contains("Running `target/debug/xtask") {
+                    Some("xtask compile")
+                } else if line.starts_with("==> bake") {
+                    Some("root image")
+                } else if line.starts_with("==> start the stack") {
+                    Some("images")
+                } else {
+                    None
+                };
+                if let Some(mark) = mark.filter(|m| !marks.iter().any(|(n, _)| n == m)) {
+                    marks.push((mark, at));
+                }
+                tail.push(line);
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
+            }
+            Ok(())
+        });
     let total = started.elapsed().as_secs_f64();
-    let ok = reader.try_wait()?.is_some_and(|out| out.status.success());
     marks.push(("compose to healthy", total));
     sh("take the clone's stack down", "cargo xtask down", &clone).ok();
     let _ = std::fs::remove_dir_all(&scratch);
-    if !ok || marks.len() < 4 {
+    if let Err(err) = ran.and_then(|()| {
+        if marks.len() < 4 {
+            bail!("it did not get as far as the stack");
+        }
+        Ok(())
+    }) {
         bail!(
-            "`cargo xtask dev --detach` on a fresh clone did not finish; it ended with:\n{}",
+            "`cargo xtask dev --detach` on a fresh clone failed ({err:#}); it ended with:\n{}",
             tail.join("\n")
         );
     }
