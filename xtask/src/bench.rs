@@ -51,6 +51,8 @@ use crate::manifest::Target;
 use crate::plan::{Output, Step};
 use crate::{bake, docker, flags, project::Project, ui};
 
+mod scale;
+
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
@@ -239,8 +241,14 @@ impl flags::Bench {
                 "prod" => prod_figures(project, runs.min(3))?,
                 "cold" => vec![clone_to_healthy(project, &xtask)?],
                 "xtask" => xtask_build(project, if self.quick { 1 } else { 3 })?,
+                "scale" => scale::figures(
+                    project,
+                    &xtask,
+                    if self.quick { &scale::SIZES[..2] } else { &scale::SIZES },
+                    runs.min(3),
+                )?,
                 other => bail!(
-                    "--only {other}: the groups are stack, load, prod, cold (clone to healthy) and xtask (its first build); a full run measures the builds"
+                    "--only {other}: the groups are stack, load, prod, cold (clone to healthy), xtask (its first build) and scale (synthetic monorepos); a full run measures the builds"
                 ),
             };
             print!("{}", markdown(&figures, "now", &machine_summary(), self.quick));

@@ -208,12 +208,11 @@ impl Facts {
         let (engine, (head, revisions), root_image_id) = std::thread::scope(|scope| {
             let git = scope.spawn(|| {
                 let head = git::head(&project.root);
-                let revisions: bake::Revisions = bake::revision_paths(m)
+                let sets = bake::revision_paths(m);
+                let revisions: bake::Revisions = git::inputs_revisions(&project.root, &sets)
                     .into_iter()
-                    .map(|paths| {
-                        let revision = git::inputs_revision(&project.root, &paths);
-                        (paths, revision)
-                    })
+                    .zip(sets)
+                    .map(|(revision, paths)| (paths, revision))
                     .collect();
                 (head, revisions)
             });
@@ -1073,7 +1072,7 @@ fn remove_stale(dir: &Path, dest: &Path, wanted: &BTreeMap<PathBuf, PathBuf>) ->
 }
 
 /// The workspace manifest with `members = [...]` narrowed to `members`.
-fn workspace_of(cargo_toml: &str, members: &[String]) -> String {
+pub(crate) fn workspace_of(cargo_toml: &str, members: &[String]) -> String {
     let list: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
     let mut out = String::new();
     let mut skipping = false;

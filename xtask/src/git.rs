@@ -32,6 +32,14 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The same, its output as git wrote it (for `-z` lists, whose first entry may begin with
+/// a space).
+fn git_raw(root: &Path, args: &[&str]) -> Option<String> {
+    let sh = xshell::Shell::new().ok()?;
+    sh.change_dir(root);
+    xshell::cmd!(sh, "git {args...}").quiet().ignore_stderr().read().ok()
+}
+
 /// HEAD of the checkout at `root`. CI systems that check out a detached commit name the
 /// branch in `GITHUB_REF_NAME` (or `SLIPWAY_BRANCH`), which wins when set.
 pub fn head(root: &Path) -> Head {
@@ -106,6 +114,91 @@ pub fn inputs_revision(root: &Path, paths: &[String]) -> Revision {
     revision
 }
 
+/// How many commits [`inputs_revisions`] reads in one go before asking path set by path set.
+const RECENT: &str = "256";
+
+/// Whether `file` (a path git printed) is one of `paths` or under one, or a directory
+/// holding one (`git status` shows an untracked directory, not its files).
+fn touches(file: &str, paths: &[String]) -> bool {
+    let file = file.trim_end_matches('/');
+    paths.iter().any(|p| {
+        let p = p.trim_end_matches('/');
+        file == p
+            || (file.len() > p.len() && file.starts_with(p) && file.as_bytes()[p.len()] == b'/')
+            || (p.len() > file.len() && p.starts_with(file) && p.as_bytes()[file.len()] == b'/')
+    })
+}
+
+/// [`inputs_revision`] of every path set, with two git queries whatever their number:
+/// one `git status` for every path, one `git log` of the recent commits that touched any
+/// of them; a set none of those touched is asked alone. A monorepo's hundreds of
+/// services cost the same two queries as two services (a no-op build asks on every run).
+pub fn inputs_revisions(root: &Path, sets: &[Vec<String>]) -> Vec<Revision> {
+    let mut union: Vec<&str> = sets.iter().flatten().map(String::as_str).collect();
+    union.sort_unstable();
+    union.dedup();
+    let mut status = vec!["status", "--porcelain", "-z", "--"];
+    status.extend(&union);
+    let dirty: Vec<String> = {
+        let out = git_raw(root, &status).unwrap_or_default();
+        let mut files = Vec::new();
+        let mut entries = out.split('\0').filter(|e| !e.is_empty());
+        while let Some(entry) = entries.next() {
+            let (code, file) = entry.split_at(entry.len().min(3));
+            files.push(file.to_owned());
+            // A rename or copy names its source next.
+            if code.starts_with('R') || code.starts_with('C') {
+                files.extend(entries.next().map(str::to_owned));
+            }
+        }
+        files
+    };
+    let mut log = vec![
+        "-c",
+        "core.quotePath=false",
+        "log",
+        "-n",
+        RECENT,
+        "--no-renames",
+        "--name-only",
+        "--format=%x01%H %cI %ct",
+        "--",
+    ];
+    log.extend(&union);
+    let history = git_raw(root, &log).unwrap_or_default();
+    let commits: Vec<(Revision, Vec<&str>)> = history
+        .split('\x01')
+        .filter_map(|block| {
+            let mut lines = block.lines();
+            let mut words = lines.next()?.split(' ');
+            let revision = Revision {
+                sha: words.next()?.to_owned(),
+                time: words.next()?.to_owned(),
+                epoch: words.next()?.parse().ok()?,
+            };
+            Some((revision, lines.filter(|l| !l.is_empty()).collect()))
+        })
+        .collect();
+    sets.iter()
+        .map(|paths| {
+            let found = commits
+                .iter()
+                .find(|(_, files)| files.iter().any(|f| touches(f, paths)))
+                .map(|(revision, _)| revision.clone());
+            match found {
+                Some(mut revision) => {
+                    if dirty.iter().any(|f| touches(f, paths)) {
+                        revision.sha.push_str("-dirty");
+                    }
+                    revision
+                }
+                // Older than the recent commits (or none): asked alone.
+                None => inputs_revision(root, paths),
+            }
+        })
+        .collect()
+}
+
 /// A branch name made into a valid tag: lowercase, `[a-z0-9._-]`, no leading `.`/`-`,
 /// at most 100 characters (room for `-{sha7}`).
 pub fn tag_safe(branch: &str) -> String {
@@ -178,6 +271,65 @@ mod tests {
             ["feature-login-0123456-dev"]
         );
         assert_eq!(push_tags("1.2.0", &head(None), ""), ["1.2.0-0123456"]);
+    }
+
+    /// The batched query answers as one query per set does: sets touched by the last
+    /// commit, by an older one, by none, dirty by an edit, an untracked directory or a
+    /// staged rename, and a set older than the batch reaches.
+    #[test]
+    fn revisions_in_two_queries_are_those_asked_one_by_one() {
+        let dir = std::env::temp_dir().join(format!("slipway-git-revisions-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = xshell::Shell::new().unwrap();
+        sh.change_dir(&dir);
+        let commit = |file: &str, n: u64| {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("{n}\n")).unwrap();
+            let date = format!("@{} +0000", 1_700_000_000 + n * 60);
+            xshell::cmd!(sh, "git add -A").quiet().run().unwrap();
+            xshell::cmd!(
+                sh,
+                "git -c user.name=t -c user.email=t@localhost commit --quiet -m {file}"
+            )
+            .env("GIT_COMMITTER_DATE", &date)
+            .quiet()
+            .run()
+            .unwrap();
+        };
+        xshell::cmd!(sh, "git init --quiet").quiet().run().unwrap();
+        commit("old/a.txt", 0);
+        for n in 1..=300 {
+            commit(&format!("busy/{}.txt", n % 3), n);
+        }
+        commit("services/one/main.rs", 301);
+        commit("services/two/app.py", 302);
+        commit("services/one-more/x", 303);
+        commit("top.toml", 304);
+        std::fs::write(dir.join("services/two/app.py"), "edited\n").unwrap();
+        std::fs::create_dir_all(dir.join("fresh/deep")).unwrap();
+        std::fs::write(dir.join("fresh/deep/new.txt"), "new\n").unwrap();
+        xshell::cmd!(sh, "git mv busy/1.txt moved.txt").quiet().run().unwrap();
+        let sets: Vec<Vec<String>> = [
+            vec!["services/one"],
+            vec!["services/two", "top.toml"],
+            vec!["services/one-more"],
+            vec!["old"],
+            vec!["fresh/deep/new.txt"],
+            vec!["busy/1.txt"],
+            vec!["moved.txt"],
+            vec!["nothing/here"],
+            vec!["services"],
+        ]
+        .iter()
+        .map(|set| set.iter().map(|p| p.to_string()).collect())
+        .collect();
+        let one_by_one: Vec<Revision> = sets.iter().map(|set| inputs_revision(&dir, set)).collect();
+        assert_eq!(inputs_revisions(&dir, &sets), one_by_one);
+        assert!(one_by_one[1].sha.ends_with("-dirty") && !one_by_one[0].sha.ends_with("-dirty"));
+        assert_eq!(one_by_one[3].epoch, 1_700_000_000, "the oldest commit, past the batch");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn head(branch: Option<&str>) -> Head {

@@ -14,7 +14,7 @@
 
 use anyhow::{Context, Result};
 
-mod dockerfile;
+pub(crate) mod dockerfile;
 mod layers;
 
 pub use dockerfile::{dockerfile, image_config};
