@@ -334,9 +334,15 @@ fn link(m: &Manifest, inputs: &Inputs, needs: &[&str], target: &mut Target) {
     }
 }
 
-fn secrets(inputs: &Inputs, root_ca: bool) -> Vec<String> {
+/// The secrets of a target: the extra CA always; the Root CA for os-base, and for every
+/// target where bases are named contexts. There os-base's trust step is solved inside
+/// the builds that use it, shared between them, and runs with the secrets of whichever
+/// build reached it first: with fifty services in one bake, a service without the Root
+/// CA got there first and the step failed ("secret root-ca: not found"). It is the
+/// public certificate, not a key.
+fn secrets(inputs: &Inputs, os_base: bool) -> Vec<String> {
     let mut out = Vec::new();
-    if root_ca {
+    if os_base || inputs.linking == Linking::Contexts {
         out.push(format!("id=root-ca,src={}", inputs.ca_file.display()));
     }
     if let Some(extra) = &inputs.extra_ca {
@@ -683,9 +689,15 @@ mod tests {
                 !t.args.values().chain(t.labels.values()).any(|v| v.contains("BEGIN")),
                 "{name}"
             );
-            if name != "os-base" {
-                assert!(!t.secret.iter().any(|s| s.starts_with("id=root-ca")), "{name}");
-            }
+            // The Root CA too: any of them may be the build that runs os-base's trust
+            // step.
+            assert!(t.secret.iter().any(|s| s.starts_with("id=root-ca,")), "{name}");
+        }
+        // In layers, os-base is built alone: only it is given the Root CA.
+        let (m, layered) = self::inputs(Linking::Layers);
+        for (name, t) in &definition(&m, &layered).target {
+            let root_ca = t.secret.iter().any(|s| s.starts_with("id=root-ca,"));
+            assert_eq!(root_ca, name == "os-base", "{name}");
         }
     }
 

@@ -40,6 +40,10 @@
 //!   (dive's "wasted space", from every layer of `docker save`), idle RSS (`docker top`, after 5 s idle, the
 //!   processes of the container summed), start-to-healthy (`docker run` of the prod image
 //!   to its first passing health check).
+//! - clone to healthy (not with `--quick`; `--only cold`): a fresh clone, no image, root
+//!   image, build cache or target directory, then `cargo xtask dev --detach`, timed by
+//!   phase from the lines it prints.
+//! - scale (`--only scale`; 10 and 50 services with `--quick`): `bench/scale.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -244,7 +248,11 @@ impl flags::Bench {
                 "scale" => scale::figures(
                     project,
                     &xtask,
-                    if self.quick { &scale::SIZES[..2] } else { &scale::SIZES },
+                    if self.quick {
+                        &scale::SIZES[..2]
+                    } else {
+                        &scale::SIZES[..]
+                    },
                     runs.min(3),
                 )?,
                 other => bail!(
@@ -396,6 +404,14 @@ impl flags::Bench {
 
         ui::step("prod images: sizes, idle memory, start to healthy");
         figures.extend(prod_figures(project, runs.min(3))?);
+
+        ui::step("scale: synthetic monorepos");
+        let sizes = if self.quick {
+            &scale::SIZES[..2]
+        } else {
+            &scale::SIZES[..]
+        };
+        figures.extend(scale::figures(project, &xtask, sizes, runs.min(3))?);
 
         let machine = machine_summary();
         let date = sh("date", "date -u +%Y-%m-%dT%H:%MZ", root)?.stdout.trim().to_owned();

@@ -211,7 +211,7 @@ pub fn generate(project: &Project, dir: &Path, n: usize) -> Result<Synthetic> {
         }
         let _ = write!(
             compose,
-            "  {service}:\n    image: ${{SLIPWAY_IMAGE_PREFIX}}/{service}:${{SLIPWAY_TAG}}\n    env_file: env/${{SLIPWAY_TARGET}}.env\n    read_only: true\n    cap_drop: [ALL]\n"
+            "  {service}:\n    image: ${{SLIPWAY_IMAGE_PREFIX}}/{service}:${{SLIPWAY_TAG}}\n    env_file: env/${{SLIPWAY_TARGET}}.env\n    read_only: true\n    cap_drop: [ALL]\n    healthcheck:\n      start_period: 30s\n"
         );
     }
     manifest.push_str(
@@ -318,6 +318,11 @@ fn measure(repo: &Synthetic, xtask: &str, runs: usize, with_dev: bool) -> Result
     let x = repo.xtask(xtask);
     let dir = &repo.dir;
     let build = format!("{x} build --target dev");
+    sh(
+        "certificates (the Root CA the bases bake in)",
+        &format!("{x} certs"),
+        dir,
+    )?;
     let mut row = Row {
         first: timed(1, |_| sh("first build", &build, dir).map(drop))?,
         ..Row::default()
