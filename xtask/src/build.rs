@@ -479,33 +479,94 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     let definition = &plan.definition;
     let all = plan.all();
 
-    // Up to date: the same inputs as the last successful build, and its images still
-    // there with the same ids. Then bake has nothing to do, and is not asked.
-    let images: Vec<&bake::Image> = all.iter().map(|name| &definition.target[name].image).collect();
-    let stamp_file = &plan.stamp_file;
-    // `--no-cache` asks for every step to run again: never "up to date".
-    let inputs_hash = if plan.push || plan.no_cache {
+    // Up to date, image by image: an image whose inputs (its definition, its context,
+    // its bases' inputs) are those of its last successful build, and which is still there
+    // with the same id, is not built again. A one-line change bakes its own image (and
+    // what is built from it), not the repository's hundreds: bake solving every target
+    // again grew with the services (2.7 s at 10, 8.8 s at 50, `bench --only scale`).
+    let refs: Vec<String> = all
+        .iter()
+        .map(|name| definition.target[name].image.reference())
+        .collect();
+    // `--no-cache` asks for every step to run again, and a push for every image.
+    let hashes = if plan.push || plan.no_cache {
         None
     } else {
-        Some(inputs_hash(project, facts, plan)?)
+        Some(target_hashes(project, facts, plan)?)
     };
-    if let Some(hash) = &inputs_hash
-        && let Some(mut built) = up_to_date(stamp_file, hash, &images)?
-    {
-        for (image, name) in built.iter_mut().zip(&all) {
-            image.tags = definition.target[name].tag_names.clone();
+    let stamp_file = &plan.stamp_file;
+    let mut stamp = Stamp::read(stamp_file);
+    let mut fresh: BTreeMap<String, Built> = BTreeMap::new();
+    if let Some(hashes) = &hashes {
+        for ((name, reference), (id, size)) in all.iter().zip(&refs).zip(image_ids(&refs)?) {
+            let t = &definition.target[name];
+            if let Some(last) = stamp.targets.get(name)
+                && !id.is_empty()
+                && last.image == id
+                && Some(&last.inputs) == hashes.get(name)
+            {
+                fresh.insert(
+                    name.clone(),
+                    Built {
+                        image: t.image.clone(),
+                        tags: t.tag_names.clone(),
+                        size,
+                        id,
+                        config_digest: last.config.clone(),
+                        ..Built::default()
+                    },
+                );
+            } else if !id.is_empty() && stamp.targets.contains_key(name) {
+                ui::note(&format!("{reference}: new inputs since its last build"));
+            }
         }
-        ui::note("every image is up to date (same inputs as the last build, same image ids): bake not needed");
-        return Ok(built);
+        if fresh.len() == all.len() {
+            ui::note("every image is up to date (same inputs as the last build, same image ids): bake not needed");
+            return Ok(all.iter().filter_map(|name| fresh.remove(name)).collect());
+        }
     }
+    let bakes: Vec<Bake> = if fresh.is_empty() {
+        plan.bakes.clone()
+    } else {
+        let stale: Vec<Vec<String>> = plan
+            .layers
+            .iter()
+            .map(|layer| {
+                layer
+                    .iter()
+                    .filter(|n| !fresh.contains_key(*n))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .filter(|layer| !layer.is_empty())
+            .collect();
+        ui::note(&format!(
+            "{} of {} images up to date; baking {}",
+            fresh.len(),
+            all.len(),
+            stale.concat().join(", ")
+        ));
+        bake_steps(
+            &Bakes {
+                manifest: &project.manifest,
+                engine: &facts.engine,
+                definition,
+                layers: &stale,
+                build_dir,
+                root: &project.root,
+                no_cache: plan.no_cache,
+            },
+            plan.push,
+        )
+    };
 
     if plan.root_image_missing.is_some() {
         bootstrap::ensure_root_image(project)?;
     }
     let mut steps = crate::plan::Plan::new();
-    let metadata_files: Vec<PathBuf> = plan.bakes.iter().map(|bake| bake.metadata.clone()).collect();
-    steps.steps.extend(plan.bakes.iter().flat_map(Bake::steps).cloned());
-    if plan.bakes.iter().any(|bake| !bake.then.is_empty()) {
+    let metadata_files: Vec<PathBuf> = bakes.iter().map(|bake| bake.metadata.clone()).collect();
+    steps.steps.extend(bakes.iter().flat_map(Bake::steps).cloned());
+    if bakes.iter().any(|bake| !bake.then.is_empty()) {
         let dir = build_dir.join("export");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -535,6 +596,10 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
         Vec::new()
     };
     for name in &all {
+        if let Some(image) = fresh.remove(name) {
+            built.push(image);
+            continue;
+        }
         let t = &definition.target[name];
         let reference = t.image.reference();
         let entry = metadata.get(name.as_str());
@@ -592,17 +657,52 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
         let _ = fs::remove_file(stamp_file);
         bail!("the image policy failed:\n  - {}", problems.join("\n  - "));
     }
-    if let Some(hash) = inputs_hash {
+    if let Some(mut hashes) = hashes {
         // The ids were read with each image's configuration above.
-        let images: BTreeMap<String, &str> = built.iter().map(|b| (b.image.reference(), b.id.as_str())).collect();
-        let configs: BTreeMap<String, &str> = built
-            .iter()
-            .filter_map(|b| Some((b.image.reference(), b.config_digest.as_deref()?)))
-            .collect();
-        let stamp = serde_json::json!({ "inputs": hash, "images": images, "configs": configs });
+        for (name, b) in all.iter().zip(&built) {
+            if let Some(inputs) = hashes.remove(name) {
+                stamp.targets.insert(
+                    name.clone(),
+                    StampEntry {
+                        inputs,
+                        image: b.id.clone(),
+                        config: b.config_digest.clone(),
+                    },
+                );
+            }
+        }
         crate::fs::write_if_changed(stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
     }
     Ok(built)
+}
+
+/// What the last successful build of each image was made from, and what it gave: the
+/// up-to-date record of a selection.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    /// By bake target.
+    targets: BTreeMap<String, StampEntry>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StampEntry {
+    /// [`target_hashes`]' hash of its inputs.
+    inputs: String,
+    /// Its id in the image store.
+    image: String,
+    /// The digest of its configuration (bake's metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<String>,
+}
+
+impl Stamp {
+    /// The record, or none (missing, or an older format: everything is built once).
+    fn read(path: &Path) -> Stamp {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// bake's `--push`, with every file stamped with the image's `SOURCE_DATE_EPOCH`.
@@ -807,39 +907,15 @@ fn allow_reads(engine: &Engine, definition: &bake::Definition, targets: &[String
 /// SHA-256 over everything a build reads: the bake definition, every file of every
 /// context it sends (staged service contexts, base image directories), the extra CA
 /// bundle, and the root image's id. (The Root CA's fingerprint is in the definition.)
-fn inputs_hash(project: &Project, facts: &Facts, plan: &BuildPlan) -> Result<String> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&fs::read(&plan.bake_file)?);
-    let mut dirs: Vec<PathBuf> = plan
-        .all()
-        .iter()
-        .map(|t| {
-            let c = &plan.definition.target[t].context;
-            if Path::new(c).is_absolute() {
-                PathBuf::from(c)
-            } else {
-                project.root.join(c)
-            }
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        let mut files = BTreeMap::new();
-        collect(&dir, Path::new(""), &mut files)?;
-        for (rel, path) in files {
-            ctx.update(rel.to_string_lossy().as_bytes());
-            ctx.update(&[0]);
-            ctx.update(&fs::read(&path)?);
-            use std::os::unix::fs::PermissionsExt;
-            ctx.update(&fs::metadata(&path)?.permissions().mode().to_le_bytes());
-        }
-    }
+fn target_hashes(project: &Project, facts: &Facts, plan: &BuildPlan) -> Result<BTreeMap<String, String>> {
+    let definition = &plan.definition;
+    // What every image is built from: the extra CA, and the root image as it is now
+    // (`run` may just have pulled or bootstrapped it).
+    let mut common = ring::digest::Context::new(&ring::digest::SHA256);
     if let Some(extra) = &facts.extra_ca {
-        ctx.update(extra.as_bytes());
+        common.update(extra.as_bytes());
     }
-    // The root image as it is now: `run` may just have pulled or bootstrapped it.
-    ctx.update(
+    common.update(
         facts
             .root_image_id
             .clone()
@@ -847,11 +923,78 @@ fn inputs_hash(project: &Project, facts: &Facts, plan: &BuildPlan) -> Result<Str
             .unwrap_or_default()
             .as_bytes(),
     );
-    Ok(ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    let common = common.finish();
+    let mut contexts: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    // Bases first (the layers' order), so each image's bases are hashed before it.
+    for name in plan.all() {
+        let t = &definition.target[&name];
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(common.as_ref());
+        ctx.update(serde_json::to_string(t)?.as_bytes());
+        let dir = if Path::new(&t.context).is_absolute() {
+            PathBuf::from(&t.context)
+        } else {
+            project.root.join(&t.context)
+        };
+        if !contexts.contains_key(&dir) {
+            contexts.insert(dir.clone(), context_hash(&dir)?);
+        }
+        ctx.update(&contexts[&dir]);
+        // Its bases, whichever way they are linked: a named context, or a tag in an
+        // argument.
+        for (base, hash) in &out {
+            let b = &definition.target[base];
+            let reference = b.image.reference();
+            if t.contexts.values().any(|c| c == &format!("target:{base}")) || t.args.values().any(|a| a == &reference) {
+                ctx.update(hash.as_bytes());
+            }
+        }
+        out.insert(name, ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect());
+    }
+    Ok(out)
 }
 
-/// Image ids and sizes of `refs`, in one query; a missing image has an empty id.
+/// The files of a build context: names, bytes and modes.
+fn context_hash(dir: &Path) -> Result<Vec<u8>> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut files = BTreeMap::new();
+    collect(dir, Path::new(""), &mut files)?;
+    for (rel, path) in files {
+        ctx.update(rel.to_string_lossy().as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&fs::read(&path)?);
+        use std::os::unix::fs::PermissionsExt;
+        ctx.update(&fs::metadata(&path)?.permissions().mode().to_le_bytes());
+    }
+    Ok(ctx.finish().as_ref().to_vec())
+}
+
+/// Image ids and sizes of `refs`; a missing image has an empty id. The engine answers
+/// `image inspect` one image at a time, so the refs are asked in four queries side by
+/// side (54 images: 0.81 s in one query, 0.39 s in four), on every no-op build.
 fn image_ids(refs: &[String]) -> Result<Vec<(String, u64)>> {
+    const QUERIES: usize = 4;
+    let chunk = refs.len().div_ceil(QUERIES).max(1);
+    let answers: Vec<Result<Vec<(String, u64)>>> = std::thread::scope(|scope| {
+        let asked: Vec<_> = refs
+            .chunks(chunk)
+            .map(|refs| scope.spawn(move || image_ids_of(refs)))
+            .collect();
+        asked
+            .into_iter()
+            .map(|q| q.join().unwrap_or_else(|_| Ok(Vec::new())))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(refs.len());
+    for answer in answers {
+        out.extend(answer?);
+    }
+    Ok(out)
+}
+
+/// One query of [`image_ids`].
+fn image_ids_of(refs: &[String]) -> Result<Vec<(String, u64)>> {
     let mut args = vec!["image", "inspect", "--format", "{{.Id}} {{.Size}}"];
     args.extend(refs.iter().map(String::as_str));
     let ran = docker::step("the images' ids", &args)
@@ -870,34 +1013,6 @@ fn image_ids(refs: &[String]) -> Result<Vec<(String, u64)>> {
         return Ok(refs.iter().map(|_| (String::new(), 0)).collect());
     }
     Ok(found)
-}
-
-/// The images of the last build when `hash` matches its inputs and every image is still
-/// there with the id it had.
-fn up_to_date(stamp_file: &Path, hash: &str, images: &[&bake::Image]) -> Result<Option<Vec<Built>>> {
-    let Ok(text) = fs::read_to_string(stamp_file) else {
-        return Ok(None);
-    };
-    let stamp: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    if stamp["inputs"].as_str() != Some(hash) {
-        return Ok(None);
-    }
-    let refs: Vec<String> = images.iter().map(|i| i.reference()).collect();
-    let ids = image_ids(&refs)?;
-    let mut built = Vec::new();
-    for ((image, reference), (id, size)) in images.iter().zip(&refs).zip(ids) {
-        if id.is_empty() || stamp["images"][reference].as_str() != Some(id.as_str()) {
-            return Ok(None);
-        }
-        built.push(Built {
-            image: (*image).clone(),
-            size,
-            id,
-            config_digest: stamp["configs"][reference].as_str().map(str::to_owned),
-            ..Built::default()
-        });
-    }
-    Ok(Some(built))
 }
 
 /// One field of a target's entry in bake's metadata.
