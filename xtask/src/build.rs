@@ -779,6 +779,36 @@ fn stamped(b: &Bakes<'_>, batch: &[String], pushes: bool) -> Vec<String> {
         .collect()
 }
 
+/// The most targets one bake builds. The engine's BuildKit loses track of builds when
+/// about two hundred start at once (a 200-service monorepo's bake failed with "failed
+/// to receive status: ... no such job", `bench --only scale`; 54 built), so a larger
+/// selection is baked in turns, bases first: the later bakes find the bases in the cache.
+pub const TARGETS_PER_BAKE: usize = 32;
+
+/// The targets of each bake, in order, each with whether it is of the last layer (what a
+/// push pushes): all at once where bases are named contexts (a push: the images asked
+/// for), else layer by layer; either way at most [`TARGETS_PER_BAKE`] in one.
+fn batches(layers: &[Vec<String>], linking: Linking, push: bool) -> Vec<(Vec<String>, bool)> {
+    let whole: Vec<(Vec<String>, bool)> = match (linking, push) {
+        (Linking::Contexts, false) => vec![(layers.concat(), true)],
+        (Linking::Contexts, true) => vec![(layers.last().cloned().unwrap_or_default(), true)],
+        (Linking::Layers, _) => layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| (layer.clone(), i + 1 == layers.len()))
+            .collect(),
+    };
+    whole
+        .into_iter()
+        .flat_map(|(batch, last)| {
+            batch
+                .chunks(TARGETS_PER_BAKE)
+                .map(|chunk| (chunk.to_vec(), last))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The `docker buildx bake` steps of a build. A pure function of the facts: one bake of
 /// everything where the builder takes named contexts, else one per layer; with `push`,
 /// the images asked for are pushed (the last bake), with a full provenance attestation
@@ -793,20 +823,15 @@ fn stamped(b: &Bakes<'_>, batch: &[String], pushes: bool) -> Vec<String> {
 /// pushed tag by tag: what is pushed is what was loaded.
 pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
     let linking = linking_of(b.engine, b.manifest);
-    let all: Vec<String> = b.layers.concat();
-    let batches = match (linking, push) {
-        (Linking::Contexts, false) => vec![all],
-        (Linking::Contexts, true) => vec![b.layers.last().cloned().unwrap_or_default()],
-        (Linking::Layers, _) => b.layers.to_vec(),
-    };
+    let batches = batches(b.layers, linking, push);
     let registry = b.manifest.registry.get_ref();
     let on_push_fail = format!(
         "a push needs the registry {registry} up and reachable, and `docker login {registry}` where it asks for credentials"
     );
     let bake_file = b.build_dir.join("bake.json");
     let mut out = Vec::new();
-    for (i, batch) in batches.iter().enumerate() {
-        let pushes = push && i + 1 == batches.len();
+    for (i, (batch, last_layer)) in batches.iter().enumerate() {
+        let pushes = push && *last_layer;
         let stamped = stamped(b, batch, pushes);
         let uncompressed = !pushes && loads_uncompressed(b.engine);
         let meta = b.build_dir.join(format!("metadata-{i}.json"));
@@ -849,8 +874,8 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
             }
         }
         args.extend(batch.iter().cloned());
-        let what = if linking == Linking::Layers {
-            format!("bake layer {}: {}", i + 1, batch.join(", "))
+        let what = if batches.len() > 1 {
+            format!("bake {} of {}: {}", i + 1, batches.len(), batch.join(", "))
         } else {
             format!("bake {}", batch.join(", "))
         };
@@ -1365,6 +1390,33 @@ mod tests {
         };
         let err = super::plan(&cached, &legacy, &request).unwrap_err().to_string();
         assert!(err.contains("cannot write"), "{err}");
+    }
+
+    #[test]
+    fn a_large_selection_is_baked_in_turns_bases_first() {
+        let bases: Vec<String> = ["os-base", "rust-builder"].iter().map(|s| s.to_string()).collect();
+        let services: Vec<String> = (0..70).map(|i| format!("svc-{i:03}-dev")).collect();
+        let layers = vec![bases.clone(), services.clone()];
+        let turns = batches(&layers, Linking::Contexts, false);
+        assert_eq!(turns.len(), 3, "{turns:?}");
+        assert!(turns.iter().all(|(t, _)| t.len() <= TARGETS_PER_BAKE));
+        assert_eq!(turns[0].0[..2], bases[..]);
+        assert_eq!(
+            turns.iter().flat_map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+            layers.concat()
+        );
+        // A push pushes every turn of the images asked for, and builds no base alone.
+        let pushed = batches(&layers, Linking::Contexts, true);
+        assert_eq!(pushed.iter().flat_map(|(t, _)| t.clone()).collect::<Vec<_>>(), services);
+        assert!(pushed.iter().all(|(_, last)| *last));
+        // In layers: the bases' turn pushes nothing.
+        let layered = batches(&layers, Linking::Layers, true);
+        assert_eq!(layered[0], (bases.clone(), false));
+        assert!(layered[1..].iter().all(|(_, last)| *last));
+        assert_eq!(
+            batches(std::slice::from_ref(&bases), Linking::Contexts, false),
+            vec![(bases, true)]
+        );
     }
 
     #[test]

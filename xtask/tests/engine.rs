@@ -355,7 +355,7 @@ fn a_missing_ca_stops_the_build_before_bake() {
         "{msg}"
     );
     assert!(msg.contains("cargo xtask certs"), "{msg}");
-    assert!(!msg.contains("bake layer") && !msg.contains("#1 "), "bake ran: {msg}");
+    assert!(!msg.contains("==> bake") && !msg.contains("#1 "), "bake ran: {msg}");
     let _ = std::fs::remove_dir_all(&state);
 }
 
