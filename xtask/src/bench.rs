@@ -495,9 +495,10 @@ fn machine_summary() -> String {
     )
 }
 
-/// The first build of the xtask from a fresh clone, beside the floor (an empty crate).
-fn xtask_build(project: &Project, runs: usize) -> Result<Vec<Figure>> {
-    let scratch = std::env::temp_dir().join(format!("slipway-bench-clone-{}", std::process::id()));
+/// A fresh clone of HEAD in a scratch directory of its own (`slipway-bench-NAME-PID`),
+/// its crates fetched: the scratch directory and the clone in it.
+fn fresh_clone(project: &Project, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let scratch = std::env::temp_dir().join(format!("slipway-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
     let clone = scratch.join("slipway");
@@ -506,7 +507,13 @@ fn xtask_build(project: &Project, runs: usize) -> Result<Vec<Figure>> {
         &format!("git clone --quiet {} {}", project.root.display(), clone.display()),
         &scratch,
     )?;
-    sh("fetch the dependencies", "cargo fetch --quiet", &clone)?;
+    sh("fetch the crates", "cargo fetch --quiet", &clone)?;
+    Ok((scratch, clone))
+}
+
+/// The first build of the xtask from a fresh clone, beside the floor (an empty crate).
+fn xtask_build(project: &Project, runs: usize) -> Result<Vec<Figure>> {
+    let (scratch, clone) = fresh_clone(project, "clone")?;
     let first = timed(runs, |i| {
         let target = scratch.join(format!("target-{i}"));
         sh(
@@ -717,16 +724,7 @@ fn cold_clear(project: &Project, xtask: &str, on: Option<&Other>) -> Result<()> 
 /// show: the xtask's compile, the root image (pull or bootstrap), the images, compose.
 fn clone_to_healthy(project: &Project, xtask: &str) -> Result<Figure> {
     use std::io::BufRead;
-    let scratch = std::env::temp_dir().join(format!("slipway-bench-cold-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
-    let clone = scratch.join("slipway");
-    sh(
-        "clone",
-        &format!("git clone --quiet {} {}", project.root.display(), clone.display()),
-        &scratch,
-    )?;
-    sh("fetch the crates", "cargo fetch --quiet", &clone)?;
+    let (scratch, clone) = fresh_clone(project, "cold")?;
     // What the cold build clears, and the stack of this checkout (same ports, same name).
     cold_clear(project, xtask, None)?;
     let started = Instant::now();

@@ -484,10 +484,6 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     // with the same id, is not built again. A one-line change bakes its own image (and
     // what is built from it), not the repository's hundreds: bake solving every target
     // again grew with the services (2.7 s at 10, 8.8 s at 50, `bench --only scale`).
-    let refs: Vec<String> = all
-        .iter()
-        .map(|name| definition.target[name].image.reference())
-        .collect();
     // `--no-cache` asks for every step to run again, and a push for every image.
     let hashes = if plan.push || plan.no_cache {
         None
@@ -498,6 +494,10 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     let mut stamp = Stamp::read(stamp_file);
     let mut fresh: BTreeMap<String, Built> = BTreeMap::new();
     if let Some(hashes) = &hashes {
+        let refs: Vec<String> = all
+            .iter()
+            .map(|name| definition.target[name].image.reference())
+            .collect();
         for ((name, reference), (id, size)) in all.iter().zip(&refs).zip(image_ids(&refs)?) {
             let t = &definition.target[name];
             if let Some(last) = stamp.targets.get(name)

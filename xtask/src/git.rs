@@ -21,13 +21,7 @@ impl Head {
 /// A short git query at `root` (xshell: its arguments never pass through a shell), its
 /// trimmed output; `None` when git fails or says nothing.
 fn git(root: &Path, args: &[&str]) -> Option<String> {
-    let sh = xshell::Shell::new().ok()?;
-    sh.change_dir(root);
-    xshell::cmd!(sh, "git {args...}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()
+    git_raw(root, args)
         .map(|out| out.trim().to_owned())
         .filter(|s| !s.is_empty())
 }
@@ -120,13 +114,11 @@ const RECENT: &str = "256";
 /// Whether `file` (a path git printed) is one of `paths` or under one, or a directory
 /// holding one (`git status` shows an untracked directory, not its files).
 fn touches(file: &str, paths: &[String]) -> bool {
-    let file = file.trim_end_matches('/');
-    paths.iter().any(|p| {
-        let p = p.trim_end_matches('/');
-        file == p
-            || (file.len() > p.len() && file.starts_with(p) && file.as_bytes()[p.len()] == b'/')
-            || (p.len() > file.len() && p.starts_with(file) && p.as_bytes()[file.len()] == b'/')
-    })
+    // Component by component: `services/one` does not hold `services/one-more`.
+    let file = Path::new(file);
+    paths
+        .iter()
+        .any(|p| file.starts_with(p) || Path::new(p).starts_with(file))
 }
 
 /// [`inputs_revision`] of every path set, with two git queries whatever their number:
