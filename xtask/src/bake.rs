@@ -102,8 +102,9 @@ pub struct Inputs {
     /// The checked bundle of extra CAs, when there are any.
     pub extra_ca: Option<PathBuf>,
     pub linking: Linking,
-    /// `--platform`, overriding the manifest.
-    pub platforms: Option<Vec<String>>,
+    /// The platforms of this build's images, bases and services alike: `--platform`,
+    /// else the build target's ([`manifest::Target::platforms`]).
+    pub platforms: Vec<String>,
     /// The root image the Dockerfiles start from: `debian:<release>-slim`.
     pub debian_image: String,
     /// Each image's revision and time (its labels), by its input paths: asked of git
@@ -292,8 +293,22 @@ fn labels(m: &Manifest, inputs: &Inputs, paths: &[String], title: &str) -> BTree
     ])
 }
 
-fn cache(m: &Manifest, name: &str) -> (Vec<String>, Vec<String>) {
+/// The name of one image's cache at one set of platforms: `{target}-{os}-{arch}` (several
+/// platforms joined by `_`), within a tag's 128 characters. One reference per image,
+/// target and platform, so two builds never write each other's cache (a build of one
+/// platform on each node, then joined, writes one per node); [`shared_caches`] finds
+/// any two targets that would.
+pub fn cache_name(name: &str, platforms: &[String]) -> String {
+    let platforms: Vec<String> = platforms.iter().map(|p| p.replace('/', "-")).collect();
+    let mut out = format!("{name}-{}", platforms.join("_"));
+    out.truncate(128);
+    out
+}
+
+/// Where a target's cache is imported from and exported to.
+fn cache(m: &Manifest, name: &str, platforms: &[String]) -> (Vec<String>, Vec<String>) {
     use crate::manifest::Cache;
+    let name = cache_name(name, platforms);
     match &m.build.cache {
         Cache::None => (vec![], vec![]),
         Cache::Local { dir } => {
@@ -318,6 +333,26 @@ fn cache(m: &Manifest, name: &str) -> (Vec<String>, Vec<String>) {
             )
         }
     }
+}
+
+/// Every cache two or more targets of `targets` would export to, with those targets:
+/// each would overwrite the other's, and both builds would miss. `build` refuses such a
+/// definition; the fix is a shorter service name.
+pub fn shared_caches(definition: &Definition, targets: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut writers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for name in targets {
+        for to in definition.target.get(name).map(|t| &t.cache_to[..]).unwrap_or(&[]) {
+            let entry = writers.entry(to.as_str()).or_default();
+            if !entry.contains(name) {
+                entry.push(name.clone());
+            }
+        }
+    }
+    writers
+        .into_iter()
+        .filter(|(_, w)| w.len() > 1)
+        .map(|(to, w)| (to.to_owned(), w))
+        .collect()
 }
 
 /// How an image reaches the bases it needs: named contexts, or `ARG`s naming tags.
@@ -364,10 +399,7 @@ pub fn tag_for_push(definition: &mut Definition, pushed: &[String]) {
 /// Generate the whole definition: every base, and every service at every target.
 pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
     let head = &inputs.head;
-    let platforms: Vec<String> = inputs
-        .platforms
-        .clone()
-        .unwrap_or_else(|| m.build.platforms.iter().map(|p| p.get_ref().clone()).collect());
+    let platforms = &inputs.platforms;
     let mut targets = BTreeMap::new();
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut layer_groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
@@ -380,10 +412,10 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
         } else {
             base.stage
         };
-        let (mut cache_from, cache_to) = cache(m, base.target);
+        let (mut cache_from, cache_to) = cache(m, base.target, platforms);
         // A base's own steps come from its bases' caches too (a named context is solved
         // inside the build that uses it, which imports only what it lists).
-        cache_from.extend(base.needs.iter().flat_map(|b| cache(m, b).0));
+        cache_from.extend(base.needs.iter().flat_map(|b| cache(m, b, platforms).0));
         let tag_names = git::tags(m.version.get_ref(), head, "");
         let image = Image {
             repository: repo.clone(),
@@ -425,8 +457,8 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             let needs = bases_of(service.kind);
             let paths = service_paths(m, name, service.kind);
             let bake_name = service_target(name, target);
-            let (mut cache_from, cache_to) = cache(m, &bake_name);
-            cache_from.extend(needs.iter().chain(&["os-base"]).flat_map(|b| cache(m, b).0));
+            let (mut cache_from, cache_to) = cache(m, &bake_name, platforms);
+            cache_from.extend(needs.iter().chain(&["os-base"]).flat_map(|b| cache(m, b, platforms).0));
             cache_from.dedup();
             let tag_names = git::tags(m.version.get_ref(), head, &target.tag_suffix());
             let push_tag_names = git::push_tags(m.version.get_ref(), head, &target.tag_suffix());
@@ -451,12 +483,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                 service: Some(name.clone()),
                 build_target: Some(target),
                 secret: secrets(inputs, false),
-                platforms: target_settings
-                    .platforms
-                    .as_ref()
-                    .filter(|_| inputs.platforms.is_none())
-                    .map(|ps| ps.iter().map(|p| p.get_ref().clone()).collect())
-                    .unwrap_or_else(|| platforms.clone()),
+                platforms: platforms.clone(),
                 cache_from,
                 cache_to,
                 ..Target::default()
@@ -600,7 +627,7 @@ pub fn test_inputs(linking: Linking) -> (Manifest, Inputs) {
         ca_file: root.join(".slipway/certs/rootCA.crt"),
         extra_ca: Some(root.join(".slipway/build/extra-ca.pem")),
         linking,
-        platforms: None,
+        platforms: vec!["linux/amd64".into()],
         debian_image: "debian:trixie-slim".into(),
         revisions: Revisions::new(),
         source: format!("file://{}", root.display()),
@@ -614,6 +641,49 @@ mod tests {
 
     fn inputs(linking: Linking) -> (Manifest, Inputs) {
         test_inputs(linking)
+    }
+
+    #[test]
+    fn each_image_target_and_platform_has_a_cache_of_its_own() {
+        let (mut m, mut inputs) = inputs(Linking::Layers);
+        m.build.cache = crate::manifest::Cache::Registry {
+            reference: "registry.test/team/cache".into(),
+        };
+        inputs.platforms = vec!["linux/arm64".into()];
+        let def = definition(&m, &inputs);
+        let gw = &def.target["gateway-prod"];
+        assert_eq!(
+            gw.cache_to,
+            ["type=registry,ref=registry.test/team/cache:gateway-prod-linux-arm64,mode=max"]
+        );
+        // Its own cache, then its bases' at the same platform.
+        assert_eq!(
+            gw.cache_from,
+            [
+                "type=registry,ref=registry.test/team/cache:gateway-prod-linux-arm64",
+                "type=registry,ref=registry.test/team/cache:rust-builder-linux-arm64",
+                "type=registry,ref=registry.test/team/cache:os-base-linux-arm64",
+            ]
+        );
+        let all: Vec<String> = def.target.keys().cloned().collect();
+        assert_eq!(shared_caches(&def, &all), vec![]);
+        assert_eq!(
+            cache_name("agent-prod", &["linux/amd64".into(), "linux/arm64".into()]),
+            "agent-prod-linux-amd64_linux-arm64"
+        );
+
+        // Two services whose cache names meet in a tag's 128 characters share a cache.
+        let long = "s".repeat(130);
+        let mut two = def.clone();
+        for suffix in ["a", "b"] {
+            let mut t = gw.clone();
+            t.cache_to = cache(&m, &format!("{long}{suffix}-prod"), &inputs.platforms).1;
+            two.target.insert(format!("{suffix}-prod"), t);
+        }
+        let names = vec!["a-prod".to_owned(), "b-prod".to_owned()];
+        let shared = shared_caches(&two, &names);
+        assert_eq!(shared.len(), 1, "{shared:?}");
+        assert_eq!(shared[0].1, names);
     }
 
     #[test]

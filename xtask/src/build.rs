@@ -26,7 +26,7 @@ impl flags::Build {
             .as_ref()
             .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>());
         if let Some(name) = &self.builder {
-            use_builder(project, name, platforms.as_deref())?;
+            use_builder(project, name, target, platforms.as_deref())?;
         }
         if dry_run {
             if self.pull {
@@ -88,8 +88,8 @@ impl flags::Build {
 /// Send every docker step of this command to the builder node `name` (slipway.toml's
 /// `build.builders`): its engine over TCP, with the client certificate `certs` issued.
 /// Refused, naming what to do, when no such node is declared or it does not build one
-/// of the platforms asked for.
-pub fn use_builder(project: &Project, name: &str, platforms: Option<&[String]>) -> Result<()> {
+/// of the platforms asked for (`local` and `dev` build for the node's own).
+pub fn use_builder(project: &Project, name: &str, target: Target, platforms: Option<&[String]>) -> Result<()> {
     let m = &project.manifest;
     let Some((_, node)) = m.build.builders.iter().find(|(n, _)| n.get_ref() == name) else {
         let known: Vec<&str> = m.build.builders.keys().map(|k| k.get_ref().as_str()).collect();
@@ -103,9 +103,17 @@ pub fn use_builder(project: &Project, name: &str, platforms: Option<&[String]>) 
             }
         );
     };
+    let own = node
+        .platforms
+        .iter()
+        .flatten()
+        .chain(&m.build.platforms)
+        .next()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_default();
     let asked: Vec<String> = platforms
         .map(<[String]>::to_vec)
-        .unwrap_or_else(|| m.build.platforms.iter().map(|p| p.get_ref().clone()).collect());
+        .unwrap_or_else(|| target.platforms(m, &own));
     if let Some(native) = &node.platforms {
         let native: Vec<&str> = native.iter().map(|p| p.get_ref().as_str()).collect();
         let foreign: Vec<&str> = asked
@@ -341,13 +349,23 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         ca_file: facts.ca_file.clone(),
         extra_ca: extra_ca_file.clone(),
         linking,
-        platforms: request.platforms.clone(),
+        platforms: request
+            .platforms
+            .clone()
+            .unwrap_or_else(|| request.target.platforms(m, &facts.engine.native_platform())),
         debian_image: bootstrap::root_image(project),
         revisions: facts.revisions.clone(),
         source: facts.source.clone(),
     };
     let mut definition = bake::definition(m, &inputs);
     let layers = bake::selection(m, &request.names, request.target)?;
+    if let Some((to, targets)) = bake::shared_caches(&definition, &layers.concat()).first() {
+        bail!(
+            "{} would export their build caches to one place ({to}), each overwriting the other's:              give the services shorter names in {} (a cache is named after its image, target and platform,              within a tag's 128 characters)",
+            targets.join(" and "),
+            project.manifest_path.display()
+        );
+    }
     if request.push {
         // What a push pushes (the last layer) gets the push's tags: release tags from
         // main only.
@@ -1315,6 +1333,51 @@ mod tests {
     }
 
     #[test]
+    fn local_and_dev_build_for_the_builders_own_platform_prod_for_the_manifests() {
+        let mut project = Project::load().unwrap();
+        project.manifest.build.platforms = vec![toml::Spanned::new(0..0, "linux/arm64".to_owned())];
+        let mut facts = test_facts(&project, true);
+        // A contributor's arm64 laptop, a manifest that ships amd64: no emulated compile.
+        facts.engine.platforms = vec!["linux/amd64".into(), "linux/386".into()];
+        let platforms_of = |target: Target, asked: Option<Vec<String>>| {
+            let request = Request {
+                names: vec![],
+                target,
+                platforms: asked,
+                push: false,
+                no_cache: false,
+            };
+            let plan = plan(&project, &facts, &request).unwrap();
+            let mut seen: Vec<Vec<String>> = plan
+                .layers
+                .concat()
+                .iter()
+                .map(|t| plan.definition.target[t].platforms.clone())
+                .collect();
+            seen.dedup();
+            seen
+        };
+        assert_eq!(platforms_of(Target::Local, None), [["linux/amd64"]]);
+        assert_eq!(platforms_of(Target::Dev, None), [["linux/amd64"]]);
+        assert_eq!(platforms_of(Target::Prod, None), [["linux/arm64"]]);
+        assert_eq!(
+            platforms_of(Target::Local, Some(vec!["linux/arm64".into()])),
+            [["linux/arm64"]]
+        );
+        // A target's own setting wins over the builder's platform.
+        project.manifest.targets.dev.platforms = Some(vec![toml::Spanned::new(0..0, "linux/riscv64".to_owned())]);
+        let request = Request {
+            names: vec![],
+            target: Target::Dev,
+            platforms: None,
+            push: false,
+            no_cache: false,
+        };
+        let plan = plan(&project, &facts, &request).unwrap();
+        assert_eq!(plan.definition.target["gateway-dev"].platforms, ["linux/riscv64"]);
+    }
+
+    #[test]
     fn a_shared_registry_cache_builds_in_layers() {
         let mut project = Project::load().unwrap();
         let facts = test_facts(&project, true);
@@ -1337,15 +1400,15 @@ mod tests {
         assert_eq!(
             agent.cache_from,
             [
-                "type=registry,ref=registry.example.com/team/cache:agent-prod",
-                "type=registry,ref=registry.example.com/team/cache:python-builder",
-                "type=registry,ref=registry.example.com/team/cache:python-base",
-                "type=registry,ref=registry.example.com/team/cache:os-base",
+                "type=registry,ref=registry.example.com/team/cache:agent-prod-linux-amd64",
+                "type=registry,ref=registry.example.com/team/cache:python-builder-linux-amd64",
+                "type=registry,ref=registry.example.com/team/cache:python-base-linux-amd64",
+                "type=registry,ref=registry.example.com/team/cache:os-base-linux-amd64",
             ]
         );
         assert_eq!(
             agent.cache_to,
-            ["type=registry,ref=registry.example.com/team/cache:agent-prod,mode=max"]
+            ["type=registry,ref=registry.example.com/team/cache:agent-prod-linux-amd64,mode=max"]
         );
     }
 

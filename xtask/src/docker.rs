@@ -66,9 +66,31 @@ pub fn use_endpoint(endpoint: Endpoint) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("a second builder ({name}) asked for in one command"))
 }
 
+std::thread_local! {
+    /// The engine this thread's docker steps talk to, over the process's: `builders`
+    /// asks every node at once, one thread each ([`on_endpoint`]).
+    static THREAD_ENDPOINT: std::cell::RefCell<Option<Endpoint>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with this thread's docker steps sent to `endpoint` (this machine's engine, as
+/// the environment says, when `None`).
+pub fn on_endpoint<T>(endpoint: Option<Endpoint>, f: impl FnOnce() -> T) -> T {
+    let before = THREAD_ENDPOINT.with(|e| e.replace(endpoint));
+    let out = f();
+    THREAD_ENDPOINT.with(|e| e.replace(before));
+    out
+}
+
+/// The endpoint the calling thread's steps go to, when it is a builder node.
+fn endpoint() -> Option<Endpoint> {
+    THREAD_ENDPOINT
+        .with(|e| e.borrow().clone())
+        .or_else(|| ENDPOINT.get().cloned())
+}
+
 /// Which engine the steps talk to, for records keyed by it (`engine.json`).
 pub fn host_label() -> String {
-    match ENDPOINT.get() {
+    match endpoint() {
         Some(e) => format!("{} ({})", e.host, e.name),
         None => std::env::var("DOCKER_HOST").unwrap_or_default(),
     }
@@ -77,7 +99,7 @@ pub fn host_label() -> String {
 /// A `docker` step with the given arguments, to the chosen engine.
 pub fn step(name: impl Into<String>, args: &[&str]) -> Step {
     let step = Step::new(name, "docker").args(args.iter().copied());
-    match ENDPOINT.get() {
+    match endpoint() {
         Some(e) => step
             .env("DOCKER_HOST", &e.host)
             .env("DOCKER_TLS_VERIFY", "1")
@@ -103,7 +125,7 @@ pub fn cli_present() -> bool {
 /// process.
 pub fn engine_version() -> Result<String, String> {
     static VERSION: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
-    VERSION.get_or_init(ask_engine_version).clone()
+    VERSION.get_or_init(server_version).clone()
 }
 
 /// The engine's version, or the error that names it unreachable and how to start it:
@@ -127,7 +149,8 @@ pub fn has_start_interval() -> bool {
         .is_some_and(|v| v >= (25, 0, 0))
 }
 
-fn ask_engine_version() -> Result<String, String> {
+/// The engine's version as it is now (not remembered), or why it cannot be reached.
+pub fn server_version() -> Result<String, String> {
     if !cli_present() {
         return Err(
             "the `docker` CLI is not on PATH: install Docker Engine (Debian: `apt-get install docker.io`)".into(),
@@ -166,6 +189,9 @@ pub fn buildx_version() -> Option<String> {
 pub struct BuilderInfo {
     pub driver: String,
     pub buildkit: String,
+    /// The platforms it can build, `os/arch` (variants folded): natively, and through
+    /// emulation where binfmt_misc has an interpreter for them.
+    pub platforms: Vec<String>,
 }
 
 /// The builder's driver and BuildKit version, in one query.
@@ -179,10 +205,64 @@ pub fn builder_info(builder: Option<&str>) -> Option<BuilderInfo> {
             names.contains(&key.trim()).then(|| value.trim().to_owned())
         })
     };
+    let mut platforms: Vec<String> = Vec::new();
+    for platform in field(&["Platforms"]).unwrap_or_default().split(',') {
+        let os_arch: Vec<&str> = platform.trim().split('/').take(2).collect();
+        let os_arch = os_arch.join("/");
+        if os_arch.contains('/') && !platforms.contains(&os_arch) {
+            platforms.push(os_arch);
+        }
+    }
     Some(BuilderInfo {
         driver: field(&["Driver"]).unwrap_or_default(),
         buildkit: field(&["BuildKit version", "Buildkit"])?,
+        platforms,
     })
+}
+
+/// What `docker info` says of the engine's machine, in one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Its own platform, `os/arch` as OCI spells it (`linux/amd64`, not `x86_64`).
+    pub platform: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    /// Its data root: images, containers and the build cache.
+    pub root_dir: String,
+}
+
+/// The engine's platform, CPUs, memory and data root.
+pub fn host() -> Option<Host> {
+    let ran = query(
+        &[
+            "info",
+            "--format",
+            "{{.OSType}} {{.Architecture}} {{.NCPU}} {{.MemTotal}} {{.DockerRootDir}}",
+        ],
+        15,
+    )
+    .ok()
+    .filter(|r| r.status.success())?;
+    let mut words = ran.stdout.trim().splitn(5, ' ');
+    let os = words.next()?.to_owned();
+    let arch = oci_arch(words.next()?);
+    Some(Host {
+        platform: format!("{os}/{arch}"),
+        cpus: words.next()?.parse().ok()?,
+        memory_bytes: words.next()?.parse().ok()?,
+        root_dir: words.next()?.to_owned(),
+    })
+}
+
+/// The OCI name of a machine architecture as the kernel names it.
+pub fn oci_arch(machine: &str) -> &str {
+    match machine {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "armv7l" => "arm",
+        "i686" | "i386" => "386",
+        other => other,
+    }
 }
 
 /// `docker compose version --short`, e.g. `2.26.1`.

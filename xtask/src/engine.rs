@@ -88,6 +88,10 @@ pub struct Engine {
     pub builder: Option<String>,
     pub driver: String,
     pub buildkit: String,
+    /// The platforms its builder can build, its own first (`buildx inspect`): `local`
+    /// and `dev` images are built for that one unless the manifest says otherwise.
+    #[serde(default)]
+    pub platforms: Vec<String>,
     pub capabilities: Capabilities,
 }
 
@@ -98,7 +102,12 @@ impl Engine {
     /// the record says (`doctor` does, so a probe that failed for a passing reason is
     /// never believed for good).
     pub fn probe(project: &Project, builder: Option<&str>, fresh: bool) -> Result<Engine> {
-        let version = docker::require_engine()?;
+        Engine::probe_version(project, builder, fresh, docker::require_engine()?)
+    }
+
+    /// [`Engine::probe`] of an engine that answered with `version` (the engine of this
+    /// thread's steps: `builders` asks each node on its own thread).
+    pub fn probe_version(project: &Project, builder: Option<&str>, fresh: bool, version: String) -> Result<Engine> {
         // Three queries of ~0.1 s each, on every build: asked side by side.
         let (store, buildx, info) = std::thread::scope(|scope| {
             let store = scope.spawn(docker::image_store);
@@ -115,7 +124,11 @@ impl Engine {
                 "the buildx plugin is missing: install it (Debian: `apt-get install docker-buildx`), then run `cargo xtask doctor`"
             )
         })?;
-        let BuilderInfo { driver, buildkit } = info.ok_or_else(|| {
+        let BuilderInfo {
+            driver,
+            buildkit,
+            platforms,
+        } = info.ok_or_else(|| {
             anyhow::anyhow!("the buildx builder does not answer: run `docker buildx ls`, then `cargo xtask doctor`")
         })?;
         let key = format!(
@@ -133,8 +146,10 @@ impl Engine {
             Some(caps) => caps.clone(),
             None => {
                 crate::ui::note(&format!("probing what the builder can do (once for {key})"));
-                // A directory per process: two commands may probe at once.
-                let dir = project.state_dir().join(format!("probe-{}", std::process::id()));
+                // A directory per probe: two commands, or two nodes in one, may probe at once.
+                static PROBES_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let n = PROBES_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = project.state_dir().join(format!("probe-{}-{n}", std::process::id()));
                 let caps = probe_capabilities(&dir, builder)?;
                 record.insert(key, caps.clone());
                 if let Some(dir) = record_file.parent() {
@@ -151,6 +166,7 @@ impl Engine {
             builder: builder.map(str::to_owned),
             driver,
             buildkit,
+            platforms,
             capabilities,
         })
     }
@@ -170,6 +186,7 @@ impl Engine {
             builder: builder.map(str::to_owned),
             driver: "unknown".into(),
             buildkit: "unknown".into(),
+            platforms: vec![format!("linux/{}", docker::oci_arch(std::env::consts::ARCH))],
             capabilities: Capabilities {
                 named_contexts: assumed.clone(),
                 cache_export: assumed.clone(),
@@ -178,6 +195,15 @@ impl Engine {
                 rewrite_timestamps: assumed,
             },
         }
+    }
+
+    /// The platform the builder builds without emulation: the first it lists, else this
+    /// machine's.
+    pub fn native_platform(&self) -> String {
+        self.platforms
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("linux/{}", docker::oci_arch(std::env::consts::ARCH)))
     }
 
     /// Whether buildx checks bake's filesystem entitlements (`--allow fs.read=PATH`),

@@ -80,6 +80,14 @@ xflags::xflags! {
             optional --builder name: String
         }
 
+        /// List this machine's engine and every builder node of build.builders, asked
+        /// side by side: reachable or why not, engine and image store, BuildKit and what
+        /// it can do, platforms (native and emulated), free disk.
+        cmd builders {
+            /// Print them as JSON.
+            optional --json
+        }
+
         /// Make the Debian root image (`debian:<release>-slim`) every base starts from:
         /// pulled where a registry answers, else built from a Debian mirror with
         /// mmdebstrap and imported. The first one is recorded in bases.lock.
@@ -348,6 +356,7 @@ pub enum XtaskCmd {
     Doctor(Doctor),
     Test(Test),
     Build(Build),
+    Builders(Builders),
     Bootstrap(Bootstrap),
     Lint(Lint),
     Dev(Dev),
@@ -390,6 +399,11 @@ pub struct Build {
     pub no_cache: bool,
     pub pull: bool,
     pub builder: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Builders {
+    pub json: bool,
 }
 
 #[derive(Debug)]

@@ -13,6 +13,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["doctor"],
     &["test"],
     &["build"],
+    &["builders"],
     &["bootstrap"],
     &["lint"],
     &["dev"],

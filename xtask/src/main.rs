@@ -9,6 +9,7 @@ mod bases;
 mod bench;
 mod bootstrap;
 mod build;
+mod builders;
 mod certs;
 mod check;
 mod ci;
@@ -103,6 +104,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::XtaskCmd::Doctor(cmd) => cmd.run(dry_run),
         flags::XtaskCmd::Test(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Build(cmd) => cmd.run(&project::Project::load()?, dry_run),
+        flags::XtaskCmd::Builders(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Bootstrap(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Lint(cmd) => cmd.run(&project::Project::load()?, dry_run),
         flags::XtaskCmd::Dev(cmd) => cmd.run(&project::Project::load()?, dry_run),
@@ -132,6 +134,7 @@ impl flags::Xtask {
             flags::XtaskCmd::Doctor(_) => "doctor",
             flags::XtaskCmd::Test(_) => "test",
             flags::XtaskCmd::Build(_) => "build",
+            flags::XtaskCmd::Builders(_) => "builders",
             flags::XtaskCmd::Bootstrap(_) => "bootstrap",
             flags::XtaskCmd::Lint(_) => "lint",
             flags::XtaskCmd::Dev(_) => "dev",

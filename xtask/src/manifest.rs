@@ -432,6 +432,16 @@ impl Target {
         }
     }
 
+    /// The platforms its images are built for: the manifest's for this target, else the
+    /// builder's own (`native`) for `local` and `dev`, and `build.platforms` for `prod`.
+    pub fn platforms(self, m: &Manifest, native: &str) -> Vec<String> {
+        match (&self.settings(m).platforms, self) {
+            (Some(ps), _) => ps.iter().map(|p| p.get_ref().clone()).collect(),
+            (None, Target::Local | Target::Dev) => vec![native.to_owned()],
+            (None, Target::Prod) => m.build.platforms.iter().map(|p| p.get_ref().clone()).collect(),
+        }
+    }
+
     /// Its settings in the manifest.
     pub fn settings(self, m: &Manifest) -> &TargetSettings {
         match self {
@@ -467,7 +477,8 @@ pub struct TargetSettings {
     /// What the target is for, shown in the bake definition.
     #[serde(default)]
     pub description: Option<String>,
-    /// Platforms for this target; default: `build.platforms`.
+    /// Platforms for this target; default: the engine's own for `local` and `dev` (no
+    /// emulated compile on a contributor's arm64 laptop), `build.platforms` for `prod`.
     #[serde(default)]
     pub platforms: Option<Vec<Spanned<String>>>,
 }

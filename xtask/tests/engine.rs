@@ -1599,6 +1599,15 @@ fn a_builder_node_builds_from_the_registry_cache_the_same_images() {
     let agent = format!("{host}/platform/agent:0.1.0");
     let on_a = image_id(&agent);
 
+    // Before node B starts, `builders` lists it as not reachable, and says why.
+    let out = xtask_with(&manifest, &["builders"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("nodeb  tcp://127.0.0.1:{port}")) && said.contains("not reachable:"),
+        "{said}"
+    );
+
     // Node B: an empty engine. Its root image comes from the registry by the lock's
     // digest, every step from the cache node A exported.
     let _node = Node::start("nodeb", port, &certs);
@@ -1615,6 +1624,21 @@ fn a_builder_node_builds_from_the_registry_cache_the_same_images() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Now both nodes answer, each with its own store, builder and what it can do.
+    let out = xtask_with(&manifest, &["builders", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodeb = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "nodeb")
+        .unwrap_or_else(|| panic!("no nodeb in {nodes:#}"));
+    assert_eq!(nodeb["reachable"], "yes", "{nodeb:#}");
+    assert_eq!(nodeb["engine"]["store"], "containerd", "{nodeb:#}");
+    assert_eq!(nodeb["engine"]["capabilities"]["cache_export"]["ok"], true, "{nodeb:#}");
+    assert_eq!(nodeb["native"], "linux/amd64", "{nodeb:#}");
+    assert!(nodeb["free_gib"].as_f64().is_some_and(|g| g > 0.0), "{nodeb:#}");
     let out = xtask_with(&manifest, &["build", "agent", "--target", "prod", "--builder", "nodeb"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
