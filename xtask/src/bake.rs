@@ -102,9 +102,11 @@ pub struct Inputs {
     /// The checked bundle of extra CAs, when there are any.
     pub extra_ca: Option<PathBuf>,
     pub linking: Linking,
-    /// The platforms of this build's images, bases and services alike: `--platform`,
-    /// else the build target's ([`manifest::Target::platforms`]).
+    /// The platforms of this build's services: `--platform`, else the build target's
+    /// ([`manifest::Target::platforms`]). The bases are for these and the builder's own...
     pub platforms: Vec<String>,
+    /// ...platform, the rust builder for that one alone: it cross-compiles for the others.
+    pub native: String,
     /// The root image the Dockerfiles start from: `debian:<release>-slim`.
     pub debian_image: String,
     /// Each image's revision and time (its labels), by its input paths: asked of git
@@ -396,6 +398,19 @@ pub fn tag_for_push(definition: &mut Definition, pushed: &[String]) {
     }
 }
 
+/// The platforms a base is built for: the rust builder runs where the build runs, for
+/// the builder's own platform alone; the other bases are for that one (the rust
+/// builder's base) and every platform of the services.
+fn base_platforms(inputs: &Inputs, base: &str) -> Vec<String> {
+    let own = std::iter::once(&inputs.native);
+    if base == "rust-builder" {
+        return own.cloned().collect();
+    }
+    own.chain(inputs.platforms.iter().filter(|p| **p != inputs.native))
+        .cloned()
+        .collect()
+}
+
 /// Generate the whole definition: every base, and every service at every target.
 pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
     let head = &inputs.head;
@@ -412,10 +427,15 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
         } else {
             base.stage
         };
+        let platforms = &base_platforms(inputs, base.target)[..];
         let (mut cache_from, cache_to) = cache(m, base.target, platforms);
         // A base's own steps come from its bases' caches too (a named context is solved
         // inside the build that uses it, which imports only what it lists).
-        cache_from.extend(base.needs.iter().flat_map(|b| cache(m, b, platforms).0));
+        cache_from.extend(
+            base.needs
+                .iter()
+                .flat_map(|b| cache(m, b, &base_platforms(inputs, b)).0),
+        );
         let tag_names = git::tags(m.version.get_ref(), head, "");
         let image = Image {
             repository: repo.clone(),
@@ -432,7 +452,7 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             tag_names,
             image,
             secret: secrets(inputs, base.target == "os-base"),
-            platforms: platforms.clone(),
+            platforms: platforms.to_vec(),
             cache_from,
             cache_to,
             ..Target::default()
@@ -458,7 +478,12 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
             let paths = service_paths(m, name, service.kind);
             let bake_name = service_target(name, target);
             let (mut cache_from, cache_to) = cache(m, &bake_name, platforms);
-            cache_from.extend(needs.iter().chain(&["os-base"]).flat_map(|b| cache(m, b, platforms).0));
+            cache_from.extend(
+                needs
+                    .iter()
+                    .chain(&["os-base"])
+                    .flat_map(|b| cache(m, b, &base_platforms(inputs, b)).0),
+            );
             cache_from.dedup();
             let tag_names = git::tags(m.version.get_ref(), head, &target.tag_suffix());
             let push_tag_names = git::push_tags(m.version.get_ref(), head, &target.tag_suffix());
@@ -628,6 +653,7 @@ pub fn test_inputs(linking: Linking) -> (Manifest, Inputs) {
         extra_ca: Some(root.join(".slipway/build/extra-ca.pem")),
         linking,
         platforms: vec!["linux/amd64".into()],
+        native: "linux/amd64".into(),
         debian_image: "debian:trixie-slim".into(),
         revisions: Revisions::new(),
         source: format!("file://{}", root.display()),
@@ -656,15 +682,18 @@ mod tests {
             gw.cache_to,
             ["type=registry,ref=registry.test/team/cache:gateway-prod-linux-arm64,mode=max"]
         );
-        // Its own cache, then its bases' at the same platform.
+        // Its own cache, then its bases': the rust builder for the builder's own
+        // platform (it cross-compiles), the others for that one and the image's.
         assert_eq!(
             gw.cache_from,
             [
                 "type=registry,ref=registry.test/team/cache:gateway-prod-linux-arm64",
-                "type=registry,ref=registry.test/team/cache:rust-builder-linux-arm64",
-                "type=registry,ref=registry.test/team/cache:os-base-linux-arm64",
+                "type=registry,ref=registry.test/team/cache:rust-builder-linux-amd64",
+                "type=registry,ref=registry.test/team/cache:os-base-linux-amd64_linux-arm64",
             ]
         );
+        assert_eq!(def.target["rust-builder"].platforms, ["linux/amd64"]);
+        assert_eq!(def.target["python-base"].platforms, ["linux/amd64", "linux/arm64"]);
         let all: Vec<String> = def.target.keys().cloned().collect();
         assert_eq!(shared_caches(&def, &all), vec![]);
         assert_eq!(

@@ -14,13 +14,16 @@ use crate::bases::{self, Lock, Source};
 use crate::plan::{Output, Plan, Step};
 use crate::{docker, flags, project::Project, ui};
 
+mod oci;
+
 impl flags::Bootstrap {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         let image = root_image(project);
         let lock = Lock::read(project)?;
+        let platforms = [native_platform()];
         if dry_run {
             let pinned = lock.as_ref().and_then(|l| pinned(l, self.refresh));
-            print!("{}", show(project, pinned.as_deref())?.render());
+            print!("{}", show(project, pinned.as_deref(), &platforms)?);
             return Ok(());
         }
         if !self.refresh && docker::image_id(&image).is_some() {
@@ -34,7 +37,7 @@ impl flags::Bootstrap {
             };
             ui::note(&format!("{image} is already in the image store{hint}"));
         } else {
-            make(project, self.refresh)?;
+            make(project, self.refresh, &platforms)?;
         }
         if self.push {
             push(project)?;
@@ -58,8 +61,14 @@ fn pinned(lock: &Lock, refresh: bool) -> Option<String> {
     (!refresh).then(|| lock.root.digest.clone()).flatten()
 }
 
+/// This machine's platform, `linux/<arch>`: what a root image is made for when nothing
+/// else is asked.
+pub fn native_platform() -> String {
+    format!("linux/{}", docker::oci_arch(std::env::consts::ARCH))
+}
+
 /// What a dry run shows: the pull, then the bootstrap where no registry answers.
-pub fn show(project: &Project, digest: Option<&str>) -> Result<Plan> {
+pub fn show(project: &Project, digest: Option<&str>, platforms: &[String]) -> Result<String> {
     let image = root_image(project);
     let from = digest.map_or(image.clone(), |d| format!("{image}@{d}"));
     let mut plan = Plan::new();
@@ -67,34 +76,56 @@ pub fn show(project: &Project, digest: Option<&str>) -> Result<Plan> {
         docker::step(format!("pull {from} where a registry answers"), &["pull", &from])
             .on_fail("where none answers, the bootstrap steps below"),
     );
-    plan.steps.extend(plan_bootstrap(project)?.steps);
-    Ok(plan)
+    let bootstrap = plan_bootstrap(project, platforms, docker::image_store())?;
+    plan.steps.extend(bootstrap.make.steps.iter().cloned());
+    let mut out = plan.render();
+    let mut n = plan.steps.len();
+    if let Some(archive) = &bootstrap.archive {
+        n += 1;
+        out.push_str(&format!(
+            "{n}. write {} (in xtask): an OCI image layout, each platform's root filesystem one layer, one index named {image}\n",
+            archive.path.display()
+        ));
+    }
+    for step in &bootstrap.load.steps {
+        n += 1;
+        out.push_str(&format!("{n}. {}\n   {}\n", step.name, step.command_line()));
+    }
+    Ok(out)
 }
 
-/// Make sure the root image is in the image store (a build calls this when it is not):
-/// pulled where a registry answers (by the lock's digest when it has one), bootstrapped
-/// where none does. The lock is written when there is none yet.
-pub fn ensure_root_image(project: &Project) -> Result<()> {
-    if docker::image_id(&root_image(project)).is_some() {
+/// Make sure the root image is in the image store for every platform of `platforms`
+/// (the builder's own first; a build calls this when it is not): pulled where a
+/// registry answers (by the lock's digest when it has one; a registry's image holds
+/// every platform), bootstrapped where none does. The lock is written when there is
+/// none yet.
+pub fn ensure_root_image(project: &Project, platforms: &[String]) -> Result<()> {
+    let image = root_image(project);
+    let present = match platforms {
+        [] | [_] => docker::image_id(&image).is_some(),
+        _ => platforms.iter().all(|p| docker::image_has_platform(&image, p)),
+    };
+    if present {
         return Ok(());
     }
-    make(project, false).map(drop)
+    make(project, false, platforms).map(drop)
 }
 
 /// The root image made anew: pulled (`SLIPWAY_OFFLINE=1` skips that) or bootstrapped,
 /// then recorded in bases.lock with `refresh`, or when there is no lock yet. Without
 /// `refresh`, a lock that records another root is kept, and the difference said.
 /// Returns what was made.
-pub fn make(project: &Project, refresh: bool) -> Result<Lock> {
+pub fn make(project: &Project, refresh: bool, platforms: &[String]) -> Result<Lock> {
     let image = root_image(project);
     let lock = Lock::read(project)?;
     let made = match pull(project, lock.as_ref().and_then(|l| pinned(l, refresh)))? {
         Some(made) => made,
         None => {
             ui::note(&format!(
-                "building {image} from the Debian mirror with mmdebstrap instead (what `cargo xtask bootstrap` does)"
+                "building {image} for {} from the Debian mirror with mmdebstrap instead (what `cargo xtask bootstrap` does)",
+                platforms.join(", ")
             ));
-            bootstrap(project)?
+            bootstrap(project, platforms)?
         }
     };
     let path = Lock::path(project);
@@ -217,8 +248,26 @@ fn records(project: &Project) -> (PathBuf, PathBuf) {
 }
 
 /// Run the bootstrap steps, then read what they recorded.
-fn bootstrap(project: &Project) -> Result<Lock> {
-    plan_bootstrap(project)?.execute(false)?;
+fn bootstrap(project: &Project, platforms: &[String]) -> Result<Lock> {
+    let plan = plan_bootstrap(project, platforms, docker::image_store())?;
+    plan.make.execute(false)?;
+    let (snapshot_file, _) = records(project);
+    if let Some(archive) = &plan.archive {
+        // Created: the mirror's snapshot, so the same packages give the same image.
+        let created = std::fs::read_to_string(&snapshot_file)
+            .ok()
+            .and_then(|t| release_date(&t))
+            .map_or_else(|| "1970-01-01T00:00:00Z".to_owned(), bases::format_utc);
+        let written = archive.write(&created);
+        for rootfs in &archive.roots {
+            let _ = std::fs::remove_file(&rootfs.tarball);
+        }
+        if let Err(err) = written {
+            let _ = std::fs::remove_file(&archive.path);
+            return Err(err);
+        }
+    }
+    plan.load.execute(false)?;
     let (snapshot_file, packages_file) = records(project);
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let snapshot_text = read(&snapshot_file)?;
@@ -263,12 +312,38 @@ fn release_date(text: &str) -> Option<time::OffsetDateTime> {
     bases::parse_utc(&format!("{year}-{month:02}-{day:0>2}T{clock}Z")).ok()
 }
 
-/// The steps: mmdebstrap to a tarball under `.<brand>/build/` (its hooks record the
-/// mirror's Release date and every package's version beside it), then `docker import`.
-pub fn plan_bootstrap(project: &Project) -> Result<Plan> {
+/// How a root image is made: mmdebstrap's steps (one tarball per platform), then, on
+/// the containerd store, an OCI archive written here of them all, then its load.
+#[derive(Debug)]
+pub struct BootstrapPlan {
+    pub make: Plan,
+    pub archive: Option<oci::Archive>,
+    pub load: Plan,
+}
+
+/// The steps: mmdebstrap to a tarball per platform under `.<brand>/build/` (the first
+/// one's hooks record the mirror's Release date and every package's version beside it),
+/// then on the containerd store one OCI archive of them all (`oci::Archive`: one image
+/// index, loaded under the root's name; the same tarballs give the same image id), on
+/// the classic store, which holds one platform per name, `docker import`.
+pub fn plan_bootstrap(project: &Project, platforms: &[String], store: docker::Store) -> Result<BootstrapPlan> {
     let m = &project.manifest;
     let release = m.debian.release.get_ref();
     let image = root_image(project);
+    let native = native_platform();
+    let platforms: Vec<String> = if platforms.is_empty() {
+        vec![native.clone()]
+    } else {
+        platforms.to_vec()
+    };
+    if store == docker::Store::Classic && platforms.iter().any(|p| *p != native) {
+        bail!(
+            "a root image for {} needs the containerd image store, which holds an image for several platforms under one name \
+             (this engine's classic store holds one): enable it (`\"features\": {{\"containerd-snapshotter\": true}}` in \
+             /etc/docker/daemon.json), or build for {native} alone",
+            platforms.join(", ")
+        );
+    }
     let mirror = match &m.debian.mirror {
         Some(mirror) => mirror.clone(),
         None => host_mirror().ok_or_else(|| {
@@ -281,74 +356,131 @@ pub fn plan_bootstrap(project: &Project) -> Result<Plan> {
     if which::which("mmdebstrap").is_err() {
         bail!("mmdebstrap is not installed, and {image} must be built with it here: `apt-get install mmdebstrap`");
     }
-    let tarball = crate::bake::build_dir(&project.state_dir()).join(format!("debian-{release}-slim.tar"));
+    for platform in platforms.iter().filter(|p| **p != native) {
+        emulation(platform).map_err(|why| anyhow::anyhow!("the root image for {platform}: {why}"))?;
+    }
+    let dir = crate::bake::build_dir(&project.state_dir());
     let (snapshot_file, packages_file) = records(project);
-    let mut plan = Plan::new();
+    let mut make = Plan::new();
+    make.push(Step::new("prepare the build directory", "mkdir").args(["-p", &dir.display().to_string()]));
     // Reproducible: what mmdebstrap itself stamps (file times, the password database's
     // change dates) is bases.lock's commit time, not today's, so the same packages give
     // the same root filesystem whenever it is made.
     let epoch = crate::git::inputs_revision(&project.root, &[bases::FILE.to_owned()]).epoch;
-    let mut mm = Step::new(format!("bootstrap {image} from {mirror}"), "mmdebstrap")
-        .args(["--variant=minbase", "--mode=auto", "--format=tar"])
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .on_fail("check that the mirror answers (`apt-get update` on this host) and that mmdebstrap runs as root or with user namespaces");
-    for exclude in [
-        "/usr/share/doc/*",
-        "/usr/share/man/*",
-        "/usr/share/info/*",
-        "/usr/share/locale/*",
-        "/usr/share/lintian/*",
-    ] {
-        mm = mm.arg(format!("--dpkgopt=path-exclude={exclude}"));
+    let mut roots = Vec::new();
+    for (i, platform) in platforms.iter().enumerate() {
+        let arch = platform.rsplit('/').next().unwrap_or(platform).to_owned();
+        let tarball = dir.join(format!("debian-{release}-slim-{arch}.tar"));
+        let mut mm = Step::new(format!("bootstrap {image} for {platform} from {mirror}"), "mmdebstrap")
+            .args(["--variant=minbase", "--mode=auto", "--format=tar"])
+            .arg(format!("--architectures={arch}"))
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .on_fail(
+                "check that the mirror answers (`apt-get update` on this host) and that mmdebstrap runs as root or with user namespaces",
+            );
+        for exclude in [
+            "/usr/share/doc/*",
+            "/usr/share/man/*",
+            "/usr/share/info/*",
+            "/usr/share/locale/*",
+            "/usr/share/lintian/*",
+        ] {
+            mm = mm.arg(format!("--dpkgopt=path-exclude={exclude}"));
+        }
+        // Licences stay, as in the official image.
+        mm = mm.arg("--dpkgopt=path-include=/usr/share/doc/*/copyright");
+        if i == 0 {
+            // What bases.lock records, read before the lists go: the snapshot's date
+            // and every package's version (of the first platform: the same mirror).
+            mm = mm
+                .arg(format!(
+                    "--customize-hook=sed -n 's/^Date: //p' \"$1\"/var/lib/apt/lists/*Release > '{}'",
+                    snapshot_file.display()
+                ))
+                .arg(format!(
+                    "--customize-hook=dpkg-query --admindir=\"$1\"/var/lib/dpkg --show --showformat='${{Package}} ${{Version}}\\n' > '{}'",
+                    packages_file.display()
+                ))
+                .scratch(&snapshot_file)
+                .scratch(&packages_file);
+        }
+        mm = mm
+            .arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*.bin")
+            .arg(format!("--customize-hook=printf 'Types: deb\\nURIs: {mirror}\\nSuites: {release} {release}-updates\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' > \"$1\"/etc/apt/sources.list.d/debian.sources"))
+            .arg("--customize-hook=rm -f \"$1\"/etc/apt/sources.list")
+            .arg(release)
+            .arg(tarball.display().to_string())
+            .arg(&mirror)
+            // Stopped part-way (Ctrl-C, a mirror gone), no tarball is left: mmdebstrap
+            // removes its own temporary directory, and leaves an empty or partial file.
+            .scratch(&tarball);
+        make.push(mm);
+        roots.push(oci::Rootfs { arch, tarball });
     }
-    // Licences stay, as in the official image.
-    mm = mm.arg("--dpkgopt=path-include=/usr/share/doc/*/copyright");
-    mm = mm
-        // What bases.lock records, read before the lists go: the snapshot's date and
-        // every package's version.
-        .arg(format!(
-            "--customize-hook=sed -n 's/^Date: //p' \"$1\"/var/lib/apt/lists/*Release > '{}'",
-            snapshot_file.display()
-        ))
-        .arg(format!(
-            "--customize-hook=dpkg-query --admindir=\"$1\"/var/lib/dpkg --show --showformat='${{Package}} ${{Version}}\\n' > '{}'",
-            packages_file.display()
-        ))
-        .arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*.bin")
-        .arg(format!("--customize-hook=printf 'Types: deb\\nURIs: {mirror}\\nSuites: {release} {release}-updates\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' > \"$1\"/etc/apt/sources.list.d/debian.sources"))
-        .arg("--customize-hook=rm -f \"$1\"/etc/apt/sources.list")
-        .arg(release)
-        .arg(tarball.display().to_string())
-        .arg(&mirror)
-        // Stopped part-way (Ctrl-C, a mirror gone), no tarball is left: mmdebstrap
-        // removes its own temporary directory, and leaves an empty or partial file.
-        .scratch(&tarball)
-        .scratch(&snapshot_file)
-        .scratch(&packages_file);
-    plan.push(
-        Step::new("prepare the build directory", "mkdir")
-            .args(["-p", &tarball.parent().unwrap().display().to_string()]),
-    );
-    plan.push(mm);
-    plan.push(
-        docker::step(
-            format!("import it as {image}"),
-            &[
-                "import",
-                "--change",
-                "CMD [\"bash\"]",
-                "--change",
-                "LABEL dev.slipway.bootstrap=mmdebstrap",
-                "--change",
-                &format!("LABEL org.opencontainers.image.version={release}"),
-                &tarball.display().to_string(),
-                &image,
-            ],
-        )
-        .output(Output::Capture),
-    );
-    plan.push(Step::new("remove the tarball", "rm").args(["-f", &tarball.display().to_string()]));
-    Ok(plan)
+    let labels = [
+        ("dev.slipway.bootstrap".to_owned(), "mmdebstrap".to_owned()),
+        ("org.opencontainers.image.version".to_owned(), release.clone()),
+    ];
+    let mut load = Plan::new();
+    let archive = match store {
+        docker::Store::Containerd => {
+            let archive = oci::Archive {
+                path: dir.join(format!("debian-{release}-slim.oci.tar")),
+                image: image.clone(),
+                roots,
+                labels: labels.into_iter().collect(),
+            };
+            let path = archive.path.display().to_string();
+            load.push(
+                docker::step(format!("load it as {image}"), &["load", "--quiet", "--input", &path])
+                    .output(Output::Capture),
+            );
+            load.push(Step::new("remove the archive", "rm").args(["-f", &path]));
+            Some(archive)
+        }
+        docker::Store::Classic => {
+            let tarball = roots[0].tarball.display().to_string();
+            let mut args = vec!["import".to_owned(), "--change".into(), "CMD [\"bash\"]".into()];
+            for (key, value) in &labels {
+                args.extend(["--change".into(), format!("LABEL {key}={value}")]);
+            }
+            args.extend([tarball.clone(), image.clone()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            load.push(docker::step(format!("import it as {image}"), &args).output(Output::Capture));
+            load.push(Step::new("remove the tarball", "rm").args(["-f", &tarball]));
+            None
+        }
+    };
+    Ok(BootstrapPlan { make, archive, load })
+}
+
+/// Whether this machine runs `platform`'s programs (mmdebstrap's package scripts, an
+/// image's RUN steps) through binfmt_misc, or why not and how to make it so.
+pub fn emulation(platform: &str) -> Result<(), String> {
+    let arch = platform.rsplit('/').next().unwrap_or(platform);
+    let qemu = match arch {
+        "arm64" => "aarch64",
+        "amd64" => "x86_64",
+        "arm" => "arm",
+        "386" => "i386",
+        other => other,
+    };
+    let entry = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
+    match std::fs::read_to_string(&entry) {
+        Ok(text) if text.starts_with("enabled") && text.lines().any(|l| l.starts_with("flags:") && l.contains('F')) => {
+            Ok(())
+        }
+        Ok(_) => Err(format!(
+            "{} is registered but not enabled with the F flag (usable inside containers): `update-binfmts --enable qemu-{qemu}`",
+            entry.display()
+        )),
+        Err(_) => Err(format!(
+            "no emulator for {arch} in binfmt_misc ({} is missing): `apt-get install qemu-user-static binfmt-support arch-test`, \
+             then as root `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` (where it is not mounted) and \
+             `update-binfmts --enable qemu-{qemu}`",
+            entry.display()
+        )),
+    }
 }
 
 /// The host's Debian mirror, from apt's sources (deb822 `.sources` files first, then

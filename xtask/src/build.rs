@@ -30,7 +30,7 @@ impl flags::Build {
         }
         if dry_run {
             if self.pull {
-                print!("{}", bootstrap::show(project, None)?.render());
+                print!("{}", bootstrap::show(project, None, &[bootstrap::native_platform()])?);
                 ui::note("then the build below, with no cached layer where the root image did not change");
             }
             return show(
@@ -51,7 +51,7 @@ impl flags::Build {
             // would leave the apt layers cached, so then nothing cached is reused.
             bake::selection(&project.manifest, &self.names, target)?;
             let before = docker::image_id(&bootstrap::root_image(project));
-            bootstrap::make(project, true)?;
+            bootstrap::make(project, true, &[bootstrap::native_platform()])?;
             let after = docker::image_id(&bootstrap::root_image(project));
             if before.is_some() && before == after {
                 ui::note(
@@ -293,6 +293,9 @@ pub struct BuildPlan {
     pub contexts: Vec<String>,
     /// The root image, when it is not in the store (pulled, or bootstrapped).
     pub root_image_missing: Option<String>,
+    /// The platforms the root image must hold: the builder's own (its tools run there:
+    /// the rust builder, cross-compiling), then each of the images'.
+    pub root_platforms: Vec<String>,
     /// The digest bases.lock pins the root image to, when it was pulled.
     pub root_digest: Option<String>,
     /// The bakes, each with the metadata file it writes and what follows it.
@@ -315,13 +318,15 @@ impl BuildPlan {
     /// What a dry run shows: the root image's fate, then the bakes, numbered.
     pub fn render(&self, project: &Project) -> String {
         let mut plan = crate::plan::Plan::new();
+        let mut out = String::new();
         if self.root_image_missing.is_some()
-            && let Ok(root) = bootstrap::show(project, self.root_digest.as_deref())
+            && let Ok(root) = bootstrap::show(project, self.root_digest.as_deref(), &self.root_platforms)
         {
-            plan.steps.extend(root.steps);
+            out.push_str(&root);
         }
         plan.steps.extend(self.bakes.iter().flat_map(Bake::steps).cloned());
-        plan.render()
+        out.push_str(&plan.render());
+        out
     }
 }
 
@@ -330,7 +335,21 @@ impl BuildPlan {
 pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<BuildPlan> {
     let m = &project.manifest;
     let caps = &facts.engine.capabilities;
-    let linking = linking_of(&facts.engine, m);
+    let native = facts.engine.native_platform();
+    let platforms = request
+        .platforms
+        .clone()
+        .unwrap_or_else(|| request.target.platforms(m, &native));
+    let foreign: Vec<&str> = platforms.iter().map(String::as_str).filter(|p| *p != native).collect();
+    if !foreign.is_empty() && facts.engine.store == docker::Store::Classic {
+        bail!(
+            "images for {} need the containerd image store, which holds an image (and its bases) for several \
+             platforms under one name; this engine's classic store holds one: enable it (`\"features\": \
+             {{\"containerd-snapshotter\": true}}` in /etc/docker/daemon.json, Docker 24+), or build for {native} alone",
+            foreign.join(", ")
+        );
+    }
+    let linking = linking_of(&facts.engine, m, &platforms);
     if m.build.cache != Cache::None && !caps.cache_export.ok {
         bail!(
             "build.cache in {} asks for an exported cache, which this builder cannot write ({}): use the \
@@ -349,10 +368,8 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         ca_file: facts.ca_file.clone(),
         extra_ca: extra_ca_file.clone(),
         linking,
-        platforms: request
-            .platforms
-            .clone()
-            .unwrap_or_else(|| request.target.platforms(m, &facts.engine.native_platform())),
+        native: native.clone(),
+        platforms: platforms.clone(),
         debian_image: bootstrap::root_image(project),
         revisions: facts.revisions.clone(),
         source: facts.source.clone(),
@@ -380,10 +397,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         .filter_map(|t| definition.target[t].service.clone())
         .collect();
     // One stamp per selection: `build python-base` must not stand for `build --target prod`.
-    let selection: String = ring::digest::digest(&ring::digest::SHA256, all.join(",").as_bytes()).as_ref()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let selection = &crate::digest::sha256_hex(all.join(",").as_bytes())[..12];
     let stamp_file = build_dir.join(format!("stamp-{}-{selection}.json", request.target));
     let inputs_of_bakes = Bakes {
         manifest: m,
@@ -393,6 +407,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         build_dir: &build_dir,
         root: &project.root,
         no_cache: request.no_cache,
+        linking,
     };
     let bakes = bake_steps(&inputs_of_bakes, request.push);
     let mut args = vec![
@@ -419,6 +434,9 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         stamp_file,
         contexts,
         root_image_missing: facts.root_image_id.is_none().then(|| bootstrap::root_image(project)),
+        root_platforms: std::iter::once(native.clone())
+            .chain(platforms.iter().filter(|p| **p != native).cloned())
+            .collect(),
         root_digest: facts.bases.as_ref().and_then(|l| l.root.digest.clone()),
         bakes,
         print,
@@ -573,13 +591,14 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
                 build_dir,
                 root: &project.root,
                 no_cache: plan.no_cache,
+                linking: plan.linking,
             },
             plan.push,
         )
     };
 
-    if plan.root_image_missing.is_some() {
-        bootstrap::ensure_root_image(project)?;
+    if plan.root_image_missing.is_some() || plan.root_platforms.len() > 1 {
+        bootstrap::ensure_root_image(project, &plan.root_platforms)?;
     }
     let mut steps = crate::plan::Plan::new();
     let metadata_files: Vec<PathBuf> = bakes.iter().map(|bake| bake.metadata.clone()).collect();
@@ -735,6 +754,7 @@ pub struct Bakes<'a> {
     pub root: &'a Path,
     /// Reuse no cached step.
     pub no_cache: bool,
+    pub linking: Linking,
 }
 
 /// How images reach their bases: named contexts where the builder takes them, unless a
@@ -744,8 +764,16 @@ pub struct Bakes<'a> {
 /// second node would miss the cache from the first named context on (found with two
 /// engines: a base built alone hits every step, the same base inside a service's build
 /// misses its first RUN).
-pub fn linking_of(engine: &Engine, m: &crate::manifest::Manifest) -> Linking {
-    if engine.capabilities.named_contexts.ok && !matches!(m.build.cache, Cache::Registry { .. }) {
+///
+/// In layers too when an image is for another platform than the builder's own: the rust
+/// builder is always the builder's own (it cross-compiles), and bake links a named
+/// context only to a target built for the same platforms.
+pub fn linking_of(engine: &Engine, m: &crate::manifest::Manifest, platforms: &[String]) -> Linking {
+    let native = engine.native_platform();
+    if engine.capabilities.named_contexts.ok
+        && !matches!(m.build.cache, Cache::Registry { .. })
+        && platforms.iter().all(|p| *p == native)
+    {
         Linking::Contexts
     } else {
         Linking::Layers
@@ -840,7 +868,7 @@ fn batches(layers: &[Vec<String>], linking: Linking, push: bool) -> Vec<(Vec<Str
 /// keeps their manifests byte for byte, so the digests are bake's) and, for a push,
 /// pushed tag by tag: what is pushed is what was loaded.
 pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
-    let linking = linking_of(b.engine, b.manifest);
+    let linking = b.linking;
     let batches = batches(b.layers, linking, push);
     let registry = b.manifest.registry.get_ref();
     let on_push_fail = format!(
@@ -993,7 +1021,7 @@ fn target_hashes(project: &Project, facts: &Facts, plan: &BuildPlan) -> Result<B
                 ctx.update(hash.as_bytes());
             }
         }
-        out.insert(name, ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect());
+        out.insert(name, crate::digest::hex(ctx.finish().as_ref()));
     }
     Ok(out)
 }
@@ -1325,6 +1353,7 @@ mod tests {
             build_dir: &build_dir,
             root: &root,
             no_cache: false,
+            linking: if contexts { Linking::Contexts } else { Linking::Layers },
         };
         bake_steps(&facts, push)
             .iter()
@@ -1350,18 +1379,28 @@ mod tests {
             let plan = plan(&project, &facts, &request).unwrap();
             let mut seen: Vec<Vec<String>> = plan
                 .layers
-                .concat()
+                .last()
+                .unwrap()
                 .iter()
                 .map(|t| plan.definition.target[t].platforms.clone())
                 .collect();
             seen.dedup();
-            seen
+            (seen, plan)
         };
-        assert_eq!(platforms_of(Target::Local, None), [["linux/amd64"]]);
-        assert_eq!(platforms_of(Target::Dev, None), [["linux/amd64"]]);
-        assert_eq!(platforms_of(Target::Prod, None), [["linux/arm64"]]);
+        assert_eq!(platforms_of(Target::Local, None).0, [["linux/amd64"]]);
+        assert_eq!(platforms_of(Target::Dev, None).0, [["linux/amd64"]]);
+        let (prod, prod_plan) = platforms_of(Target::Prod, None);
+        assert_eq!(prod, [["linux/arm64"]]);
+        // The bases are for the image's platform and the builder's own (the rust
+        // builder's, which cross-compiles, for that alone); linked in layers, and the
+        // root image is asked for both.
+        let base = |name: &str| prod_plan.definition.target[name].platforms.clone();
+        assert_eq!(base("os-base"), ["linux/amd64", "linux/arm64"]);
+        assert_eq!(base("rust-builder"), ["linux/amd64"]);
+        assert_eq!(prod_plan.linking, Linking::Layers);
+        assert_eq!(prod_plan.root_platforms, ["linux/amd64", "linux/arm64"]);
         assert_eq!(
-            platforms_of(Target::Local, Some(vec!["linux/arm64".into()])),
+            platforms_of(Target::Local, Some(vec!["linux/arm64".into()])).0,
             [["linux/arm64"]]
         );
         // A target's own setting wins over the builder's platform.

@@ -169,12 +169,14 @@ impl Cosign {
         step
     }
 
-    /// `cosign sign` of one `name@digest`.
-    pub fn sign_step(&self, image: &str) -> Step {
-        self.writing(
-            Step::new(format!("sign {image}"), "cosign").args(["sign", "--yes"]),
-            image,
-        )
+    /// `cosign sign` of one `name@digest`; of an image index for several platforms,
+    /// `recursive` signs each platform's image by its own digest too.
+    pub fn sign_step(&self, image: &str, recursive: bool) -> Step {
+        let mut step = Step::new(format!("sign {image}"), "cosign").args(["sign", "--yes"]);
+        if recursive {
+            step = step.arg("--recursive");
+        }
+        self.writing(step, image)
     }
 
     /// `cosign attest` of one `name@digest`: the file `predicate` as an in-toto statement
@@ -320,7 +322,9 @@ mod tests {
         let c = Cosign::signing(&p, Some(&key), &with_password).unwrap();
         assert_eq!(c.key.as_deref(), Some(key.as_str()));
         assert!(!c.tlog && c.insecure, "{c:?}");
-        let step = c.sign_step("localhost:5000/platform/agent@sha256:ab").command_line();
+        let step = c
+            .sign_step("localhost:5000/platform/agent@sha256:ab", false)
+            .command_line();
         // The signing config is turned off where the installed cosign has one.
         assert_eq!(
             step.contains(" --use-signing-config=false"),
@@ -360,7 +364,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(keyless.key, None);
-        assert!(!keyless.sign_step("r@sha256:ab").command_line().contains("--key"));
+        assert!(!keyless.sign_step("r@sha256:ab", true).command_line().contains("--key"));
 
         let none = Cosign::signing(&project(""), None, &env_of(&[]))
             .unwrap_err()

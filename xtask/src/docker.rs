@@ -314,6 +314,61 @@ pub fn image_id(reference: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Whether the store holds `reference` for `platform` (`docker image inspect --platform`,
+/// Docker 28: an image index in the containerd store holds several).
+pub fn image_has_platform(reference: &str, platform: &str) -> bool {
+    query(
+        &[
+            "image",
+            "inspect",
+            "--platform",
+            platform,
+            "--format",
+            "{{.Id}}",
+            reference,
+        ],
+        20,
+    )
+    .is_ok_and(|ran| ran.status.success())
+}
+
+/// The platform images of an image index in its registry, each `(os/arch, digest)`
+/// (BuildKit's attestation manifests, `unknown/unknown`, left out): empty for an image
+/// that is no index. Asked with `docker buildx imagetools inspect --raw`.
+pub fn platform_manifests(reference: &str) -> Result<Vec<(String, String)>, String> {
+    let ran = query(&["buildx", "imagetools", "inspect", "--raw", reference], 60).map_err(|e| format!("{e:#}"))?;
+    if !ran.status.success() {
+        return Err(format!(
+            "the registry did not answer for {reference}: {}",
+            ran.stderr.trim().lines().last().unwrap_or("no reason given")
+        ));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_str(ran.stdout.trim()).map_err(|e| format!("imagetools printed no JSON: {e}"))?;
+    Ok(index_platforms(&raw))
+}
+
+/// The platform images an index names (see [`platform_manifests`]).
+pub fn index_platforms(raw: &serde_json::Value) -> Vec<(String, String)> {
+    raw["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let p = &m["platform"];
+            let (os, arch) = (p["os"].as_str()?, p["architecture"].as_str()?);
+            if os == "unknown" || arch == "unknown" {
+                return None;
+            }
+            let platform = match p["variant"].as_str() {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            };
+            Some((platform, m["digest"].as_str()?.to_owned()))
+        })
+        .collect()
+}
+
 /// The BuildKit provenance attached to an image in its registry (`docker buildx
 /// imagetools inspect`): the SLSA predicate, or why there is none.
 pub fn provenance(reference: &str) -> Result<serde_json::Value, String> {
@@ -451,6 +506,28 @@ impl Drop for Removed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_names_its_platform_images_not_its_attestations() {
+        let raw = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                { "digest": "sha256:a", "platform": { "os": "linux", "architecture": "amd64" } },
+                { "digest": "sha256:b", "platform": { "os": "linux", "architecture": "arm64", "variant": "v8" } },
+                { "digest": "sha256:c", "platform": { "os": "unknown", "architecture": "unknown" },
+                  "annotations": { "vnd.docker.reference.type": "attestation-manifest" } },
+            ],
+        });
+        assert_eq!(
+            index_platforms(&raw),
+            [
+                ("linux/amd64".to_owned(), "sha256:a".to_owned()),
+                ("linux/arm64/v8".to_owned(), "sha256:b".to_owned())
+            ]
+        );
+        // A single image (no index) names none.
+        assert!(index_platforms(&serde_json::json!({ "config": {}, "layers": [] })).is_empty());
+    }
 
     #[test]
     fn versions_with_distribution_suffixes() {

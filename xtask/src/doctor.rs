@@ -150,6 +150,7 @@ pub fn checks() -> Vec<Check> {
     }
 
     if let Ok(project) = &project {
+        out.push(emulation_check(project));
         out.extend(bases_checks(project, engine.is_ok()));
         out.push(certs_check(project));
         out.push(disk_check("disk", &Place::state(&project.state_dir())));
@@ -161,6 +162,58 @@ pub fn checks() -> Vec<Check> {
         out.extend(port_checks(project));
     }
     out
+}
+
+/// Whether the platforms the manifest builds for that are not this machine's can run
+/// their few emulated steps here (the arm64 root's package scripts, the RUN steps of its
+/// bases): Debian's qemu-user-static through binfmt_misc. Compiles never run emulated.
+fn emulation_check(project: &Project) -> Check {
+    let m = &project.manifest;
+    let native = crate::bootstrap::native_platform();
+    let mut foreign: Vec<String> = m
+        .build
+        .platforms
+        .iter()
+        .chain(
+            crate::manifest::Target::ALL
+                .iter()
+                .flat_map(|t| t.settings(m).platforms.iter().flatten()),
+        )
+        .map(|p| p.get_ref().clone())
+        .filter(|p| *p != native)
+        .collect();
+    foreign.sort();
+    foreign.dedup();
+    if foreign.is_empty() {
+        return check(
+            "emulation",
+            Status::Ok,
+            format!("not needed: every platform in the manifest is this machine's ({native})"),
+            None,
+        );
+    }
+    let missing: Vec<String> = foreign
+        .iter()
+        .filter_map(|p| crate::bootstrap::emulation(p).err().map(|why| format!("{p}: {why}")))
+        .collect();
+    if missing.is_empty() {
+        check(
+            "emulation",
+            Status::Ok,
+            format!("{} through qemu-user-static (binfmt_misc)", foreign.join(", ")),
+            None,
+        )
+    } else {
+        check(
+            "emulation",
+            Status::Warn,
+            format!(
+                "the manifest builds for {}, which this machine cannot run",
+                foreign.join(", ")
+            ),
+            Some(&missing.join("; ")),
+        )
+    }
 }
 
 /// The builder, the image store and each capability (probed by builds, remembered in the

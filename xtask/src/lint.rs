@@ -222,11 +222,7 @@ CMD /app/gateway
     }
 
     fn diff_id(layer: &[u8]) -> String {
-        let sha = ring::digest::digest(&ring::digest::SHA256, layer);
-        format!(
-            "sha256:{}",
-            sha.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
-        )
+        crate::digest::sha256(layer)
     }
 
     /// A `docker save` archive of the classic store: `<n>/layer.tar`, uncompressed.

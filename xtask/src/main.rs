@@ -18,6 +18,7 @@ mod compose;
 mod cosign;
 mod deps;
 mod dev;
+mod digest;
 mod disk;
 mod docker;
 mod doctor;

@@ -401,14 +401,7 @@ impl Registry<'_> {
                 said(&raw.stderr)
             );
         }
-        let digest = format!(
-            "sha256:{}",
-            ring::digest::digest(&ring::digest::SHA256, raw.stdout.as_bytes())
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let digest = crate::digest::sha256(raw.stdout.as_bytes());
         let manifest: serde_json::Value = serde_json::from_str(&raw.stdout).unwrap_or_default();
         let lists = manifest["manifests"]
             .as_array()

@@ -69,6 +69,10 @@ pub struct Released {
     pub image: String,
     pub tags: Vec<String>,
     pub signed: bool,
+    /// For an image of several platforms (an image index): each platform's image,
+    /// `os/arch` and `name@sha256:...`, signed by its own digest too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<(String, String)>,
     /// The SBOM written for it (`.<brand>/sbom/...`).
     pub sbom: String,
     /// Whether the SBOM was attested (signed, stored beside the image) by its digest.
@@ -98,6 +102,9 @@ pub struct ReleasePlan {
     pub cosign: Option<Cosign>,
     /// Whether the push carries BuildKit's provenance, which signing attests too.
     pub provenance: bool,
+    /// Whether the images are for several platforms: each is then an image index, signed
+    /// with every platform's image (`cosign sign --recursive`).
+    pub multi_platform: bool,
 }
 
 impl ReleasePlan {
@@ -116,7 +123,10 @@ impl ReleasePlan {
             for (service, image) in &self.wanted {
                 let pushed = image.at("sha256:<digest>");
                 let sbom = crate::sbom::default_file(project, service, self.target);
-                out.push_str(&format!("{}\n", c.sign_step(&pushed).command_line()));
+                out.push_str(&format!(
+                    "{}\n",
+                    c.sign_step(&pushed, self.multi_platform).command_line()
+                ));
                 out.push_str(&format!(
                     "{}\n",
                     c.attest_step(&pushed, SBOM_TYPE, &sbom).command_line()
@@ -166,10 +176,15 @@ pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign
             .map(|n| (n.clone(), bake::service_image(m, n, o.target)))
             .collect(),
         target: o.target,
-        load,
-        push,
         cosign,
         provenance: o.push && facts.engine.capabilities.attestations.ok,
+        multi_platform: load
+            .definition
+            .target
+            .values()
+            .any(|t| t.service.is_some() && t.platforms.len() > 1),
+        load,
+        push,
     })
 }
 
@@ -287,6 +302,7 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             image: image.image.at(digest),
             tags: image.tags.clone(),
             signed: false,
+            platforms: Vec::new(),
             sbom: sbom_file.display().to_string(),
             attested: false,
             provenance: None,
@@ -301,8 +317,15 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             c.describe()
         ));
         for (r, service) in released.iter_mut().zip(&services) {
-            c.sign_step(&r.image).run()?;
+            c.sign_step(&r.image, plan.multi_platform).run()?;
             r.signed = true;
+            if plan.multi_platform {
+                r.platforms = crate::docker::platform_manifests(&r.image)
+                    .map_err(|e| anyhow::anyhow!("the platforms of the pushed {}: {e}", r.image))?
+                    .into_iter()
+                    .map(|(platform, digest)| (platform, format!("{}@{digest}", r.repository)))
+                    .collect();
+            }
             c.attest_step(&r.image, SBOM_TYPE, std::path::Path::new(&r.sbom))
                 .run()?;
             r.attested = true;

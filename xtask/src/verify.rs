@@ -24,6 +24,10 @@ struct Outcome {
     verified: bool,
     /// `name@sha256:...` that the signature covers.
     digest: Option<String>,
+    /// For an image index of several platforms: each platform whose own image's
+    /// signature was checked too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<String>,
     /// Components in the attested SBOM.
     sbom_components: Option<usize>,
     /// The provenance's build type (BuildKit's), when it was checked.
@@ -90,7 +94,12 @@ impl flags::Verify {
             if !self.json {
                 match (&outcome.digest, &outcome.error) {
                     (Some(d), None) => ui::note(&format!(
-                        "verified  {image} -> {d} (signature; SBOM of {} components{})",
+                        "verified  {image} -> {d} (signature{}; SBOM of {} components{})",
+                        if outcome.platforms.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", and each platform's: {}", outcome.platforms.join(", "))
+                        },
                         outcome.sbom_components.unwrap_or(0),
                         if outcome.provenance.is_some() {
                             "; provenance"
@@ -125,6 +134,7 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
         image: image.to_owned(),
         verified: false,
         digest: None,
+        platforms: Vec::new(),
         sbom_components: None,
         provenance: None,
         error: None,
@@ -144,6 +154,29 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
     };
     let pinned = format!("{repository}@{digest}");
     outcome.digest = Some(pinned.clone());
+    // An image for several platforms: each platform's image signed by its own digest too
+    // (what a deploy on that platform pulls).
+    let platforms = match crate::docker::platform_manifests(&pinned) {
+        Ok(platforms) => platforms,
+        Err(e) => {
+            outcome.error = Some(format!("platforms: {e}"));
+            return Ok(outcome);
+        }
+    };
+    if platforms.len() > 1 {
+        for (platform, platform_digest) in platforms {
+            let image = format!("{repository}@{platform_digest}");
+            let ran = cosign.verify_step(&image).run_unchecked()?;
+            if !ran.status.success() {
+                outcome.error = Some(format!(
+                    "the {platform} image {image}: signature: {} (`cargo xtask release --push --sign` signs every platform)",
+                    why(&ran.stderr)
+                ));
+                return Ok(outcome);
+            }
+            outcome.platforms.push(platform);
+        }
+    }
     let ran = cosign
         .verify_attestation_step(&pinned, crate::release::SBOM_TYPE)
         .run_unchecked()?;

@@ -99,10 +99,4 @@ pub fn count_pem_certificates(bytes: &[u8]) -> usize {
         .count()
 }
 
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub(super) use crate::digest::sha256_hex;

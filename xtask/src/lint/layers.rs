@@ -393,15 +393,7 @@ fn read_layer(input: &mut impl std::io::BufRead, name: &str, scan: &mut Scan) ->
     // The tar's end blocks (and any padding after them) are part of the diff id.
     let mut rest = archive.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())?;
-    let diff_id = format!(
-        "sha256:{}",
-        rest.sha
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let diff_id = format!("sha256:{}", crate::digest::hex(rest.sha.finish().as_ref()));
     Ok(Some(Layer { diff_id, entries }))
 }
 
