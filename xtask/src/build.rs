@@ -534,10 +534,8 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
             .iter()
             .map(|name| definition.target[name].image.reference())
             .collect();
-        let ids = docker::image_ids()?;
-        for (name, reference) in all.iter().zip(&refs) {
+        for ((name, reference), (id, size)) in all.iter().zip(&refs).zip(image_ids(&refs)?) {
             let t = &definition.target[name];
-            let id = ids.get(reference).cloned().unwrap_or_default();
             if let Some(last) = stamp.targets.get(name)
                 && !id.is_empty()
                 && last.image == id
@@ -548,7 +546,7 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
                     Built {
                         image: t.image.clone(),
                         tags: t.tag_names.clone(),
-                        size: last.size,
+                        size,
                         id,
                         config_digest: last.config.clone(),
                         ..Built::default()
@@ -706,7 +704,6 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
                         inputs,
                         image: b.id.clone(),
                         config: b.config_digest.clone(),
-                        size: b.size,
                     },
                 );
             }
@@ -733,9 +730,6 @@ struct StampEntry {
     /// The digest of its configuration (bake's metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     config: Option<String>,
-    /// Its size in the store, shown again when it is up to date.
-    #[serde(default)]
-    size: u64,
 }
 
 impl Stamp {
@@ -1047,6 +1041,55 @@ fn context_hash(dir: &Path) -> Result<Vec<u8>> {
     Ok(ctx.finish().as_ref().to_vec())
 }
 
+/// Image ids and sizes of `refs`; a missing image has an empty id. The engine answers
+/// `image inspect` one image at a time, so the refs are asked in four queries side by
+/// side (54 images: 0.81 s in one query, 0.39 s in four), on every no-op build. (One
+/// `docker image ls` of the whole store was tried: faster on a small store, 0.15 s
+/// against 0.74 s for one inspect of 49 images, but the containerd store sizes every
+/// image it lists, so it grows with everything in the store, not with the project: 1.6 s
+/// for 663 images, where 200 of them in four inspects take about as long.)
+fn image_ids(refs: &[String]) -> Result<Vec<(String, u64)>> {
+    const QUERIES: usize = 4;
+    let chunk = refs.len().div_ceil(QUERIES).max(1);
+    let answers: Vec<Result<Vec<(String, u64)>>> = std::thread::scope(|scope| {
+        let asked: Vec<_> = refs
+            .chunks(chunk)
+            .map(|refs| scope.spawn(move || image_ids_of(refs)))
+            .collect();
+        asked
+            .into_iter()
+            .map(|q| q.join().unwrap_or_else(|_| Ok(Vec::new())))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(refs.len());
+    for answer in answers {
+        out.extend(answer?);
+    }
+    Ok(out)
+}
+
+/// One query of [`image_ids`].
+fn image_ids_of(refs: &[String]) -> Result<Vec<(String, u64)>> {
+    let mut args = vec!["image", "inspect", "--format", "{{.Id}} {{.Size}}"];
+    args.extend(refs.iter().map(String::as_str));
+    let ran = docker::step("the images' ids", &args)
+        .output(crate::plan::Output::Capture)
+        .run_unchecked()?;
+    let found: Vec<(String, u64)> = ran
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(id, size)| (id.to_owned(), size.parse().unwrap_or(0)))
+        })
+        .collect();
+    // `image inspect` stops listing at a missing image: fewer lines means one is gone.
+    if found.len() != refs.len() {
+        return Ok(refs.iter().map(|_| (String::new(), 0)).collect());
+    }
+    Ok(found)
+}
+
 /// One field of a target's entry in bake's metadata.
 fn meta_field(entry: Option<&serde_json::Value>, key: &str) -> Option<String> {
     entry.and_then(|e| e[key].as_str()).map(str::to_owned)
@@ -1241,12 +1284,7 @@ pub(crate) fn workspace_of(cargo_toml: &str, members: &[String]) -> String {
     out
 }
 
-/// A size for people; none known (an up-to-date image recorded before sizes were) is
-/// left blank rather than shown as nothing.
 fn human_size(bytes: u64) -> String {
-    if bytes == 0 {
-        return String::new();
-    }
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 

@@ -314,32 +314,6 @@ pub fn image_id(reference: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The id of every tagged image in the store, by `repository:tag`: one listing, however
-/// many images a build checks (`image inspect` answers one image at a time: 45 images
-/// took 1.06 s where the listing of the same store took 0.23 s).
-pub fn image_ids() -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let ran = query(
-        &[
-            "image",
-            "ls",
-            "--no-trunc",
-            "--format",
-            "{{.Repository}}:{{.Tag}} {{.ID}}",
-        ],
-        60,
-    )?;
-    if !ran.status.success() {
-        anyhow::bail!("the engine did not list its images: {}", first_error_line(&ran.stderr));
-    }
-    Ok(ran
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(reference, _)| !reference.contains("<none>"))
-        .map(|(reference, id)| (reference.to_owned(), id.trim().to_owned()))
-        .collect())
-}
-
 /// Whether the store holds `reference` for `platform` (`docker image inspect --platform`,
 /// Docker 28: an image index in the containerd store holds several).
 pub fn image_has_platform(reference: &str, platform: &str) -> bool {
