@@ -76,7 +76,12 @@ pub fn show(project: &Project, digest: Option<&str>, platforms: &[String]) -> Re
         docker::step(format!("pull {from} where a registry answers"), &["pull", &from])
             .on_fail("where none answers, the bootstrap steps below"),
     );
-    let bootstrap = plan_bootstrap(project, platforms, docker::image_store())?;
+    // With no engine to ask, a modern one (the containerd store), as a build's plan assumes.
+    let store = match docker::engine_version() {
+        Ok(_) => docker::image_store(),
+        Err(_) => docker::Store::Containerd,
+    };
+    let bootstrap = plan_bootstrap(project, platforms, store)?;
     plan.steps.extend(bootstrap.make.steps.iter().cloned());
     let mut out = plan.render();
     let mut n = plan.steps.len();
@@ -250,7 +255,7 @@ fn records(project: &Project) -> (PathBuf, PathBuf) {
 /// Run the bootstrap steps, then read what they recorded.
 fn bootstrap(project: &Project, platforms: &[String]) -> Result<Lock> {
     let plan = plan_bootstrap(project, platforms, docker::image_store())?;
-    plan.make.execute(false)?;
+    make_roots(&plan.make)?;
     let (snapshot_file, _) = records(project);
     if let Some(archive) = &plan.archive {
         // Created: the mirror's snapshot, so the same packages give the same image.
@@ -296,6 +301,54 @@ fn bootstrap(project: &Project, platforms: &[String]) -> Result<Lock> {
             packages,
         },
     })
+}
+
+/// Run the steps that make the root filesystems: the directory, then one mmdebstrap per
+/// platform, side by side where there are several (an emulated one is CPU-bound for
+/// minutes; the native one finishes within it), each one's output kept and shown only
+/// when it fails. Stopped part-way, every tarball goes.
+fn make_roots(make: &Plan) -> Result<()> {
+    let [dir, roots @ ..] = &make.steps[..] else {
+        return Ok(());
+    };
+    if roots.len() < 2 {
+        return make.execute(false).map(drop);
+    }
+    ui::step(&dir.name);
+    dir.run()?;
+    ui::step(&format!(
+        "{} mmdebstraps side by side (their output is shown if one fails)",
+        roots.len()
+    ));
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let running: Vec<_> = roots
+            .iter()
+            .map(|step| {
+                scope.spawn(move || {
+                    let started = std::time::Instant::now();
+                    let ran = step.clone().output(Output::Capture).run();
+                    if ran.is_ok() {
+                        ui::note(&format!("{}: {:.0} s", step.name, started.elapsed().as_secs_f64()));
+                    }
+                    ran.map(drop)
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a bootstrap thread panicked")))
+            })
+            .collect()
+    });
+    if let Some(err) = results.into_iter().find_map(Result::err) {
+        for path in roots.iter().flat_map(|s| &s.scratch) {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// A Release file's `Date:` (RFC 2822, `Sat, 29 Nov 2026 08:12:34 UTC`), the first one.
@@ -518,6 +571,29 @@ pub fn host_mirror() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roots_made_side_by_side_leave_nothing_when_one_fails() {
+        let dir = std::env::temp_dir().join(format!("slipway-roots-{}", std::process::id()));
+        let file = |name: &str| dir.join(name).display().to_string();
+        let make = |second: &str| Plan {
+            steps: vec![
+                Step::new("prepare the build directory", "mkdir").args(["-p", &dir.display().to_string()]),
+                Step::new("make one root", "sh")
+                    .args(["-c", &format!("echo a > {}", file("a.tar"))])
+                    .scratch(dir.join("a.tar")),
+                Step::new("make another root", "sh")
+                    .args(["-c", &format!("echo b > {}; {second}", file("b.tar"))])
+                    .scratch(dir.join("b.tar")),
+            ],
+        };
+        make_roots(&make("true")).unwrap();
+        assert!(dir.join("a.tar").is_file() && dir.join("b.tar").is_file());
+        let err = make_roots(&make("echo 'E: no mirror' >&2; exit 25")).unwrap_err();
+        assert!(format!("{err:#}").contains("E: no mirror"), "{err:#}");
+        assert!(!dir.join("a.tar").exists() && !dir.join("b.tar").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_release_files_date_is_read() {

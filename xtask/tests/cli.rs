@@ -292,17 +292,20 @@ fn a_refresh_of_the_bases_is_planned_with_no_engine() {
         let plan = text(&out);
         for step in [
             "pull debian:trixie-slim where a registry answers",
-            "bootstrap debian:trixie-slim from ",
+            "bootstrap debian:trixie-slim for linux/",
             // What bases.lock records, and the reproducible root.
             "debian-trixie-snapshot.txt",
             "debian-trixie-packages.txt",
             "SOURCE_DATE_EPOCH=",
-            "import it as debian:trixie-slim",
+            // With no engine to ask, a modern one is assumed: the containerd store, where
+            // the root is loaded from an OCI archive written by xtask.
+            "debian-trixie-slim.oci.tar (in xtask)",
+            "load it as debian:trixie-slim",
         ] {
             assert!(plan.contains(step), "{args:?}: `{step}` missing from:\n{plan}");
         }
         // Nothing was made.
-        assert!(!state.join("build/debian-trixie-slim.tar").exists());
+        assert!(!state.join("build/debian-trixie-slim-amd64.tar").exists());
     }
     let _ = std::fs::remove_dir_all(&state);
 }
