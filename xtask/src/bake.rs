@@ -307,8 +307,21 @@ pub fn cache_name(name: &str, platforms: &[String]) -> String {
     out
 }
 
-/// Where a target's cache is imported from and exported to.
+/// Where a target's cache is imported from and exported to. A build for several
+/// platforms imports each platform's own cache too (what a build of that platform alone,
+/// such as a CI job on a runner of that platform, exported), and exports one for them all.
 fn cache(m: &Manifest, name: &str, platforms: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut from, to) = cache_at(m, name, platforms);
+    if platforms.len() > 1 {
+        for platform in platforms {
+            from.extend(cache_at(m, name, std::slice::from_ref(platform)).0);
+        }
+    }
+    (from, to)
+}
+
+/// [`cache`] of one name at one set of platforms.
+fn cache_at(m: &Manifest, name: &str, platforms: &[String]) -> (Vec<String>, Vec<String>) {
     use crate::manifest::Cache;
     let name = cache_name(name, platforms);
     match &m.build.cache {
@@ -484,7 +497,9 @@ pub fn definition(m: &Manifest, inputs: &Inputs) -> Definition {
                     .chain(&["os-base"])
                     .flat_map(|b| cache(m, b, &base_platforms(inputs, b)).0),
             );
-            cache_from.dedup();
+            // Each once, in order (os-base is a base of the base too).
+            let mut seen = std::collections::BTreeSet::new();
+            cache_from.retain(|c| seen.insert(c.clone()));
             let tag_names = git::tags(m.version.get_ref(), head, &target.tag_suffix());
             let push_tag_names = git::push_tags(m.version.get_ref(), head, &target.tag_suffix());
             let image = service_image(m, name, target);
@@ -690,10 +705,27 @@ mod tests {
                 "type=registry,ref=registry.test/team/cache:gateway-prod-linux-arm64",
                 "type=registry,ref=registry.test/team/cache:rust-builder-linux-amd64",
                 "type=registry,ref=registry.test/team/cache:os-base-linux-amd64_linux-arm64",
+                "type=registry,ref=registry.test/team/cache:os-base-linux-amd64",
+                "type=registry,ref=registry.test/team/cache:os-base-linux-arm64",
             ]
         );
         assert_eq!(def.target["rust-builder"].platforms, ["linux/amd64"]);
         assert_eq!(def.target["python-base"].platforms, ["linux/amd64", "linux/arm64"]);
+        // A base for both platforms imports each one's own cache too (what a build of
+        // one platform exported), and exports one for both.
+        let python_base = &def.target["python-base"];
+        assert_eq!(
+            python_base.cache_from[..3],
+            [
+                "type=registry,ref=registry.test/team/cache:python-base-linux-amd64_linux-arm64",
+                "type=registry,ref=registry.test/team/cache:python-base-linux-amd64",
+                "type=registry,ref=registry.test/team/cache:python-base-linux-arm64",
+            ]
+        );
+        assert_eq!(
+            python_base.cache_to,
+            ["type=registry,ref=registry.test/team/cache:python-base-linux-amd64_linux-arm64,mode=max"]
+        );
         let all: Vec<String> = def.target.keys().cloned().collect();
         assert_eq!(shared_caches(&def, &all), vec![]);
         assert_eq!(

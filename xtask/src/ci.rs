@@ -33,6 +33,20 @@ pub struct Job {
     pub service: String,
     pub target: Target,
     pub platform: String,
+    /// The GitHub-hosted runner of that platform, so nothing is built under emulation:
+    /// `ubuntu-24.04-arm` for arm64, `ubuntu-latest` otherwise.
+    pub runner: String,
+    /// Whether the job pushes on main: a prod job, the first of its image's platforms
+    /// (its release builds them all, one image index; the others build and test theirs).
+    pub pushes: bool,
+}
+
+/// The GitHub-hosted runner of a platform.
+pub fn runner(platform: &str) -> &'static str {
+    match platform {
+        "linux/arm64" | "linux/arm64/v8" => "ubuntu-24.04-arm",
+        _ => "ubuntu-latest",
+    }
 }
 
 /// The services whose images are built from any of the `changed` paths.
@@ -62,13 +76,15 @@ pub fn jobs(m: &Manifest, services: &BTreeSet<String>) -> Vec<Job> {
         for target in Target::ALL {
             let settings = target.settings(m);
             let platforms = settings.platforms.as_ref().unwrap_or(&m.build.platforms);
-            for platform in platforms {
+            for (i, platform) in platforms.iter().enumerate() {
                 let platform = platform.get_ref().clone();
                 out.push(Job {
                     job: format!("{service}-{target}-{}", platform.replace('/', "-")),
                     service: service.clone(),
                     target: target.to_owned(),
+                    runner: runner(&platform).to_owned(),
                     platform,
+                    pushes: target == Target::Prod && i == 0,
                 });
             }
         }
@@ -469,6 +485,7 @@ impl flags::Matrix {
         let jobs: Vec<Job> = jobs(m, &services)
             .into_iter()
             .filter(|j| self.target.is_none_or(|t| j.target == t))
+            .filter(|j| !self.pushing || j.pushes)
             .collect();
         if self.json {
             println!("{}", serde_json::json!({ "include": jobs }));
@@ -612,13 +629,14 @@ jobs:
       - id: jobs
         run: echo "jobs=$(cargo xtask ci matrix --json --since "$SINCE")" >> "$GITHUB_OUTPUT"
       - id: prod
-        run: echo "jobs=$(cargo xtask ci matrix --json --since "$SINCE" --target prod)" >> "$GITHUB_OUTPUT"
+        run: echo "jobs=$(cargo xtask ci matrix --json --since "$SINCE" --target prod --pushing)" >> "$GITHUB_OUTPUT"
 
   image:
     name: ${{{{ matrix.job }}}}
     needs: matrix
     if: fromJSON(needs.matrix.outputs.jobs).include[0] != null
-    runs-on: ubuntu-latest
+    # Each platform's jobs on a runner of that platform: nothing built under emulation.
+    runs-on: ${{{{ matrix.runner }}}}
     timeout-minutes: 45
 "#
     );
@@ -672,16 +690,16 @@ jobs:
 {id_token}    env:
       # The registry the images are named in and pushed to: {{registry}}/{project}/{{service}}.
       SLIPWAY_REGISTRY: {registry}
-{IMAGE_STEPS}      - if: {on_main} && matrix.target == 'prod'
+{IMAGE_STEPS}      - if: {on_main} && matrix.pushes
         uses: sigstore/cosign-installer@v3
-      - if: {on_main} && matrix.target == 'prod'
+      - if: {on_main} && matrix.pushes
 {login_step}      - name: cargo xtask ci run
-        if: ${{{{ !({on_main} && matrix.target == 'prod') }}}}
+        if: ${{{{ !({on_main} && matrix.pushes) }}}}
         env:
           JOB: ${{{{ matrix.job }}}}
         run: cargo xtask ci run "$JOB"
       - name: cargo xtask ci run --push --sign
-        if: {on_main} && matrix.target == 'prod'
+        if: {on_main} && matrix.pushes
         env:
           JOB: ${{{{ matrix.job }}}}
 {sign_env}        run: cargo xtask ci run "$JOB" --push --sign{sign_key}
@@ -757,6 +775,26 @@ mod tests {
             ]
         );
         assert!(super::jobs(&m, &BTreeSet::new()).is_empty());
+        // For two platforms: a job each, on a runner of that platform; the first prod
+        // job pushes (its release builds both).
+        let mut m = m;
+        m.build
+            .platforms
+            .push(toml::Spanned::new(0..0, "linux/arm64".to_owned()));
+        let jobs = super::jobs(&m, &["gateway".to_owned()].into());
+        let prod: Vec<(&str, &str, bool)> = jobs
+            .iter()
+            .filter(|j| j.target == Target::Prod)
+            .map(|j| (j.job.as_str(), j.runner.as_str(), j.pushes))
+            .collect();
+        assert_eq!(
+            prod,
+            [
+                ("gateway-prod-linux-amd64", "ubuntu-latest", true),
+                ("gateway-prod-linux-arm64", "ubuntu-24.04-arm", false)
+            ]
+        );
+        assert!(jobs.iter().filter(|j| j.target != Target::Prod).all(|j| !j.pushes));
     }
 
     /// The plan of one job on the modern engine's facts, or the legacy one's.

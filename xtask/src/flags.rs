@@ -220,6 +220,9 @@ xflags::xflags! {
                 optional --json
                 /// Only the jobs of this target (local, dev or prod).
                 optional --target target: Target
+                /// Only the jobs that push on main: one per image (the first of its
+                /// platforms), whose release builds every platform.
+                optional --pushing
             }
 
             /// Print the GitHub Actions workflow this manifest gives (what `cargo xtask
@@ -500,6 +503,7 @@ pub struct Matrix {
     pub since: Option<String>,
     pub json: bool,
     pub target: Option<Target>,
+    pub pushing: bool,
 }
 
 #[derive(Debug)]
