@@ -2833,10 +2833,16 @@ fn an_arm64_release_is_cross_compiled_joined_with_amd64_and_signed_per_platform(
     let registry = Registry::start();
     let dir = registry.dir.clone();
     let host = registry.host();
+    // A root image of its own name (made here for both platforms), so the other tests'
+    // `debian:trixie-slim`, and what is built from it, stay as they are.
     let (manifest, _, public) = release_manifest(&registry, |text| {
         text.replace(
             "platforms = [\"linux/amd64\"]",
             "platforms = [\"linux/amd64\", \"linux/arm64\"]",
+        )
+        .replace(
+            "release = \"trixie\"",
+            &format!("release = \"trixie\"\nimage = \"{host}/platform/debian:trixie-slim\""),
         )
     });
     let run = |args: &[&str]| {
@@ -2916,7 +2922,7 @@ fn an_arm64_release_is_cross_compiled_joined_with_amd64_and_signed_per_platform(
     // The gateway's arm64 image replaced (an index joining its amd64 image with another
     // arm64 one, the arm64 root image, pushed under its tag): verification fails.
     let other = format!("{host}/platform/other:arm64");
-    docker_ok(&["tag", "debian:trixie-slim", &other]);
+    docker_ok(&["tag", &format!("{host}/platform/debian:trixie-slim"), &other]);
     docker_ok(&["push", "--platform", "linux/arm64", &other]);
     let _ = docker(&["rmi", &other]);
     let other_arm64 = registry.digest("platform/other", "arm64");
