@@ -486,7 +486,9 @@ pub fn plan_bootstrap(project: &Project, platforms: &[String], store: docker::St
             let path = archive.path.display().to_string();
             load.push(
                 docker::step(format!("load it as {image}"), &["load", "--quiet", "--input", &path])
-                    .output(Output::Capture),
+                    .output(Output::Capture)
+                    // A failed or interrupted load leaves no archive behind.
+                    .scratch(&archive.path),
             );
             load.push(Step::new("remove the archive", "rm").args(["-f", &path]));
             Some(archive)
