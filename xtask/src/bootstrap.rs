@@ -20,7 +20,7 @@ impl flags::Bootstrap {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         let image = root_image(project);
         let lock = Lock::read(project)?;
-        let platforms = [native_platform()];
+        let platforms = [docker::local_platform()];
         if dry_run {
             let pinned = lock.as_ref().and_then(|l| pinned(l, self.refresh));
             print!("{}", show(project, pinned.as_deref(), &platforms)?);
@@ -59,12 +59,6 @@ pub fn root_image(project: &Project) -> String {
 /// to the team's registry), unless this is a refresh.
 fn pinned(lock: &Lock, refresh: bool) -> Option<String> {
     (!refresh).then(|| lock.root.digest.clone()).flatten()
-}
-
-/// This machine's platform, `linux/<arch>`: what a root image is made for when nothing
-/// else is asked.
-pub fn native_platform() -> String {
-    format!("linux/{}", docker::oci_arch(std::env::consts::ARCH))
 }
 
 /// What a dry run shows: the pull, then the bootstrap where no registry answers.
@@ -383,7 +377,7 @@ pub fn plan_bootstrap(project: &Project, platforms: &[String], store: docker::St
     let m = &project.manifest;
     let release = m.debian.release.get_ref();
     let image = root_image(project);
-    let native = native_platform();
+    let native = docker::local_platform();
     let platforms: Vec<String> = if platforms.is_empty() {
         vec![native.clone()]
     } else {

@@ -30,7 +30,7 @@ impl flags::Build {
         }
         if dry_run {
             if self.pull {
-                print!("{}", bootstrap::show(project, None, &[bootstrap::native_platform()])?);
+                print!("{}", bootstrap::show(project, None, &[docker::local_platform()])?);
                 ui::note("then the build below, with no cached layer where the root image did not change");
             }
             return show(
@@ -51,7 +51,7 @@ impl flags::Build {
             // would leave the apt layers cached, so then nothing cached is reused.
             bake::selection(&project.manifest, &self.names, target)?;
             let before = docker::image_id(&bootstrap::root_image(project));
-            bootstrap::make(project, true, &[bootstrap::native_platform()])?;
+            bootstrap::make(project, true, &[docker::local_platform()])?;
             let after = docker::image_id(&bootstrap::root_image(project));
             if before.is_some() && before == after {
                 ui::note(

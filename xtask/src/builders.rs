@@ -41,10 +41,9 @@ pub enum State {
 #[derive(Debug, Clone, Serialize)]
 pub struct Answers {
     pub engine: Engine,
-    /// Its own platform (what it builds without emulation).
+    /// Its own platform (what it builds without emulation); `engine.platforms` are all
+    /// its builder can build (natively and through emulation).
     pub native: String,
-    /// Every platform its builder can build (natively and through emulation).
-    pub platforms: Vec<String>,
     pub cpus: u32,
     pub memory_gib: f64,
     /// Free space on its data root, when it can be read from here...
@@ -159,11 +158,10 @@ fn ask(project: &Project, name: String, endpoint: Result<Option<Endpoint>, Strin
         } else {
             None
         };
-        let (host, engine, info) = std::thread::scope(|scope| {
-            let host = scope.spawn(docker::host);
-            let info = scope.spawn(|| docker::builder_info(builder));
+        let (host, engine) = std::thread::scope(|scope| {
+            let host = scope.spawn(docker::carried(docker::host));
             let engine = Engine::probe_version(project, builder, false, version);
-            (host.join().ok().flatten(), engine, info.join().ok().flatten())
+            (host.join().ok().flatten(), engine)
         });
         let engine = match engine {
             Ok(e) => e,
@@ -191,7 +189,6 @@ fn ask(project: &Project, name: String, endpoint: Result<Option<Endpoint>, Strin
         State::Up(Box::new(Answers {
             engine,
             native: host.platform,
-            platforms: info.map(|i| i.platforms).unwrap_or_default(),
             cpus: host.cpus,
             memory_gib: host.memory_bytes as f64 / f64::from(1u32 << 30),
             free_gib,
@@ -264,7 +261,7 @@ pub fn render(node: &Node) -> String {
         e.buildkit,
         e.buildx
     ));
-    let emulated: Vec<&str> = answers
+    let emulated: Vec<&str> = e
         .platforms
         .iter()
         .map(String::as_str)
@@ -326,9 +323,11 @@ mod tests {
         assert!(text.contains("big  tcp://10.0.0.7:2376") && text.contains("not reachable: connection refused"));
         let up = Node {
             state: State::Up(Box::new(Answers {
-                engine: Engine::assumed(None, "a test"),
+                engine: Engine {
+                    platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+                    ..Engine::assumed(None, "a test")
+                },
                 native: "linux/amd64".into(),
-                platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
                 cpus: 2,
                 memory_gib: 23.5,
                 free_gib: Some(50.0),

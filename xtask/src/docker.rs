@@ -81,6 +81,14 @@ pub fn on_endpoint<T>(endpoint: Option<Endpoint>, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// `f`, made to run on another thread with this thread's endpoint: a thread-local is not
+/// inherited, so a query spawned beside another (`std::thread::scope`) would otherwise
+/// ask this machine's engine instead of the node's.
+pub fn carried<T>(f: impl FnOnce() -> T + Send) -> impl FnOnce() -> T + Send {
+    let endpoint = THREAD_ENDPOINT.with(|e| e.borrow().clone());
+    move || on_endpoint(endpoint, f)
+}
+
 /// The endpoint the calling thread's steps go to, when it is a builder node.
 fn endpoint() -> Option<Endpoint> {
     THREAD_ENDPOINT
@@ -254,6 +262,11 @@ pub fn host() -> Option<Host> {
     })
 }
 
+/// This machine's platform, `linux/<arch>` as OCI spells it.
+pub fn local_platform() -> String {
+    format!("linux/{}", oci_arch(std::env::consts::ARCH))
+}
+
 /// The OCI name of a machine architecture as the kernel names it.
 pub fn oci_arch(machine: &str) -> &str {
     match machine {
@@ -336,16 +349,23 @@ pub fn image_has_platform(reference: &str, platform: &str) -> bool {
 /// (BuildKit's attestation manifests, `unknown/unknown`, left out): empty for an image
 /// that is no index. Asked with `docker buildx imagetools inspect --raw`.
 pub fn platform_manifests(reference: &str) -> Result<Vec<(String, String)>, String> {
-    let ran = query(&["buildx", "imagetools", "inspect", "--raw", reference], 60).map_err(|e| format!("{e:#}"))?;
+    Ok(index_platforms(&imagetools_inspect(&["--raw"], reference)?))
+}
+
+/// `docker buildx imagetools inspect ARGS REFERENCE`: the JSON it prints, or why the
+/// registry gave none.
+fn imagetools_inspect(args: &[&str], reference: &str) -> Result<serde_json::Value, String> {
+    let mut all = vec!["buildx", "imagetools", "inspect"];
+    all.extend(args);
+    all.push(reference);
+    let ran = query(&all, 60).map_err(|e| format!("{e:#}"))?;
     if !ran.status.success() {
         return Err(format!(
             "the registry did not answer for {reference}: {}",
             ran.stderr.trim().lines().last().unwrap_or("no reason given")
         ));
     }
-    let raw: serde_json::Value =
-        serde_json::from_str(ran.stdout.trim()).map_err(|e| format!("imagetools printed no JSON: {e}"))?;
-    Ok(index_platforms(&raw))
+    serde_json::from_str(ran.stdout.trim()).map_err(|e| format!("imagetools printed no JSON: {e}"))
 }
 
 /// The platform images an index names (see [`platform_manifests`]).
@@ -372,26 +392,7 @@ pub fn index_platforms(raw: &serde_json::Value) -> Vec<(String, String)> {
 /// The BuildKit provenance attached to an image in its registry (`docker buildx
 /// imagetools inspect`): the SLSA predicate, or why there is none.
 pub fn provenance(reference: &str) -> Result<serde_json::Value, String> {
-    let ran = query(
-        &[
-            "buildx",
-            "imagetools",
-            "inspect",
-            "--format",
-            "{{json .Provenance}}",
-            reference,
-        ],
-        60,
-    )
-    .map_err(|e| format!("{e:#}"))?;
-    if !ran.status.success() {
-        return Err(format!(
-            "the registry did not answer for {reference}: {}",
-            ran.stderr.trim().lines().last().unwrap_or("no reason given")
-        ));
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(ran.stdout.trim()).map_err(|e| format!("imagetools printed no JSON: {e}"))?;
+    let value = imagetools_inspect(&["--format", "{{json .Provenance}}"], reference)?;
     // One platform: `{"SLSA": ...}`; several: one such object per platform.
     let slsa = value
         .get("SLSA")

@@ -169,7 +169,7 @@ pub fn checks() -> Vec<Check> {
 /// bases): Debian's qemu-user-static through binfmt_misc. Compiles never run emulated.
 fn emulation_check(project: &Project) -> Check {
     let m = &project.manifest;
-    let native = crate::bootstrap::native_platform();
+    let native = docker::local_platform();
     let mut foreign: Vec<String> = m
         .build
         .platforms

@@ -110,8 +110,8 @@ impl Engine {
     pub fn probe_version(project: &Project, builder: Option<&str>, fresh: bool, version: String) -> Result<Engine> {
         // Three queries of ~0.1 s each, on every build: asked side by side.
         let (store, buildx, info) = std::thread::scope(|scope| {
-            let store = scope.spawn(docker::image_store);
-            let buildx = scope.spawn(docker::buildx_version);
+            let store = scope.spawn(docker::carried(docker::image_store));
+            let buildx = scope.spawn(docker::carried(docker::buildx_version));
             let info = docker::builder_info(builder);
             (
                 store.join().unwrap_or(crate::docker::Store::Classic),
@@ -186,7 +186,7 @@ impl Engine {
             builder: builder.map(str::to_owned),
             driver: "unknown".into(),
             buildkit: "unknown".into(),
-            platforms: vec![format!("linux/{}", docker::oci_arch(std::env::consts::ARCH))],
+            platforms: vec![docker::local_platform()],
             capabilities: Capabilities {
                 named_contexts: assumed.clone(),
                 cache_export: assumed.clone(),
@@ -200,10 +200,7 @@ impl Engine {
     /// The platform the builder builds without emulation: the first it lists, else this
     /// machine's.
     pub fn native_platform(&self) -> String {
-        self.platforms
-            .first()
-            .cloned()
-            .unwrap_or_else(|| format!("linux/{}", docker::oci_arch(std::env::consts::ARCH)))
+        self.platforms.first().cloned().unwrap_or_else(docker::local_platform)
     }
 
     /// Whether buildx checks bake's filesystem entitlements (`--allow fs.read=PATH`),
