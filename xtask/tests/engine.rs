@@ -23,8 +23,32 @@ fn root() -> PathBuf {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// One engine test at a time; when it ends, how long it took (from when its turn came)
+/// goes straight to stderr, past libtest's capture, so CI's log shows where its time
+/// goes.
+struct Serial {
+    _turn: MutexGuard<'static, ()>,
+    started: Instant,
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        let name = std::thread::current().name().unwrap_or("an engine test").to_owned();
+        let _ = writeln!(
+            std::io::stderr(),
+            "engine test {name}: {:.1}s{}",
+            self.started.elapsed().as_secs_f64(),
+            if std::thread::panicking() { " (failed)" } else { "" }
+        );
+    }
+}
+
+fn serial() -> Serial {
+    let turn = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Serial {
+        _turn: turn,
+        started: Instant::now(),
+    }
 }
 
 fn text(out: &Output) -> String {
