@@ -99,6 +99,10 @@ pub fn show(project: &Project, digest: Option<&str>, platforms: &[String]) -> Re
 /// every platform), bootstrapped where none does. The lock is written when there is
 /// none yet.
 pub fn ensure_root_image(project: &Project, platforms: &[String]) -> Result<()> {
+    // One at a time: the nodes of a distributed push each ask on a thread of their
+    // own, and a root is made in this checkout (its archives, bases.lock).
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MAKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let image = root_image(project);
     let present = match platforms {
         [] | [_] => docker::image_id(&image).is_some(),
@@ -117,7 +121,7 @@ pub fn ensure_root_image(project: &Project, platforms: &[String]) -> Result<()> 
 pub fn make(project: &Project, refresh: bool, platforms: &[String]) -> Result<Lock> {
     let image = root_image(project);
     let lock = Lock::read(project)?;
-    let made = match pull(project, lock.as_ref().and_then(|l| pinned(l, refresh)))? {
+    let made = match pull(project, lock.as_ref().and_then(|l| pinned(l, refresh)), platforms)? {
         Some(made) => made,
         None => {
             ui::note(&format!(
@@ -197,16 +201,36 @@ fn identity(lock: &Lock) -> String {
 
 /// Pull the root image (by `digest` when given, then tagged with its name); `None` when
 /// no registry answers.
-fn pull(project: &Project, digest: Option<String>) -> Result<Option<Lock>> {
+fn pull(project: &Project, digest: Option<String>, platforms: &[String]) -> Result<Option<Lock>> {
     let image = root_image(project);
     if std::env::var_os("SLIPWAY_OFFLINE").is_some_and(|v| !v.is_empty() && v != "0") {
         return Ok(None);
     }
     let from = digest.as_ref().map_or(image.clone(), |d| format!("{image}@{d}"));
-    let pulled = docker::step(format!("pull {from}"), &["pull", &from])
+    // A pull fetches the engine's own platform; for several, each is asked for (the
+    // containerd store keeps them all under the one name).
+    let mut pulled = None;
+    for platform in platforms.iter().filter(|_| platforms.len() > 1) {
+        let ran = docker::step(
+            format!("pull {from} for {platform}"),
+            &["pull", "--platform", platform, &from],
+        )
         .output(Output::Capture)
         .timeout(Duration::from_secs(300))
         .run_unchecked()?;
+        let failed = !ran.status.success();
+        pulled = Some(ran);
+        if failed {
+            break;
+        }
+    }
+    let pulled = match pulled {
+        Some(ran) => ran,
+        None => docker::step(format!("pull {from}"), &["pull", &from])
+            .output(Output::Capture)
+            .timeout(Duration::from_secs(300))
+            .run_unchecked()?,
+    };
     if !pulled.status.success() {
         let why = pulled
             .stderr

@@ -18,6 +18,8 @@ use crate::manifest::{Cache, Kind, Target};
 use crate::plan::Step;
 use crate::{bootstrap, certs, docker, flags, git, lint, project::Project, ui};
 
+pub mod distribute;
+
 impl flags::Build {
     pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
         let target = self.target.unwrap_or(crate::manifest::Target::Prod);
@@ -27,6 +29,30 @@ impl flags::Build {
             .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>());
         if let Some(name) = &self.builder {
             use_builder(project, name, target, platforms.as_deref())?;
+        }
+        // A push for platforms the builder nodes declare: each node builds its share.
+        let spread = (self.push && self.builder.is_none() && !self.print)
+            .then(|| distribute::spread(&project.manifest, target, platforms.as_deref()))
+            .flatten();
+        if let Some(shares) = &spread {
+            bake::selection(&project.manifest, &self.names, target)?;
+            if dry_run {
+                return distribute::show_push(project, shares, &self.names, target, self.no_cache);
+            }
+            if self.pull {
+                bail!(
+                    "--pull makes this machine's root image anew, which the other builder nodes would not see: \
+                     run `cargo xtask bootstrap --refresh --push` (every node then pulls that root), then build"
+                );
+            }
+            for image in distribute::push(project, shares, &self.names, target, self.no_cache)? {
+                ui::note(&format!(
+                    "{} {}",
+                    image.image.reference(),
+                    image.digest.unwrap_or_default()
+                ));
+            }
+            return Ok(());
         }
         if dry_run {
             if self.pull {
@@ -41,6 +67,7 @@ impl flags::Build {
                     platforms,
                     push: self.push,
                     no_cache: self.no_cache,
+                    share: None,
                 },
             );
         }
@@ -91,18 +118,13 @@ impl flags::Build {
 /// of the platforms asked for (`local` and `dev` build for the node's own).
 pub fn use_builder(project: &Project, name: &str, target: Target, platforms: Option<&[String]>) -> Result<()> {
     let m = &project.manifest;
-    let Some((_, node)) = m.build.builders.iter().find(|(n, _)| n.get_ref() == name) else {
-        let known: Vec<&str> = m.build.builders.keys().map(|k| k.get_ref().as_str()).collect();
-        bail!(
-            "no builder named `{name}` in {}: {}",
-            project.manifest_path.display(),
-            if known.is_empty() {
-                "declare one under [build.builders.NAME] (endpoint = \"tcp://HOST:PORT\")".to_owned()
-            } else {
-                format!("the builders are {}", known.join(", "))
-            }
-        );
-    };
+    let endpoint = node_endpoint(project, name)?;
+    let (_, node) = m
+        .build
+        .builders
+        .iter()
+        .find(|(n, _)| n.get_ref() == name)
+        .expect("node_endpoint found it");
     let own = node
         .platforms
         .iter()
@@ -129,11 +151,29 @@ pub fn use_builder(project: &Project, name: &str, target: Target, platforms: Opt
             );
         }
     }
-    let cert_path = certs::builder_tls(project)?;
-    docker::use_endpoint(docker::Endpoint {
+    docker::use_endpoint(endpoint)
+}
+
+/// The builder node `name` of `build.builders`: its engine over TCP, with the client
+/// certificate `certs` issued. Refused, naming what to do, when no such node is declared.
+pub fn node_endpoint(project: &Project, name: &str) -> Result<docker::Endpoint> {
+    let m = &project.manifest;
+    let Some((_, node)) = m.build.builders.iter().find(|(n, _)| n.get_ref() == name) else {
+        let known: Vec<&str> = m.build.builders.keys().map(|k| k.get_ref().as_str()).collect();
+        bail!(
+            "no builder named `{name}` in {}: {}",
+            project.manifest_path.display(),
+            if known.is_empty() {
+                "declare one under [build.builders.NAME] (endpoint = \"tcp://HOST:PORT\")".to_owned()
+            } else {
+                format!("the builders are {}", known.join(", "))
+            }
+        );
+    };
+    Ok(docker::Endpoint {
         name: name.to_owned(),
         host: node.endpoint.get_ref().clone(),
-        cert_path,
+        cert_path: certs::builder_tls(project)?,
     })
 }
 
@@ -180,6 +220,10 @@ pub struct Request {
     pub push: bool,
     /// Reuse no cached step (bake's `--no-cache`).
     pub no_cache: bool,
+    /// One node's share of a push distributed over the builder nodes (`distribute`):
+    /// the node's name. Its images are pushed by digest (the tags are the joined
+    /// index's), from a build directory of its own.
+    pub share: Option<String>,
 }
 
 /// Every fact a build is planned from, asked once of the engine, git and the files
@@ -224,7 +268,7 @@ impl Facts {
                     .collect();
                 (head, revisions)
             });
-            let root = scope.spawn(|| docker::image_id(&root_image));
+            let root = scope.spawn(docker::carried(|| docker::image_id(&root_image)));
             let engine = Engine::probe(project, builder, false);
             (
                 engine,
@@ -307,6 +351,11 @@ pub struct BuildPlan {
     pub push: bool,
     /// Whether every step runs again (`--no-cache`).
     pub no_cache: bool,
+    /// Whether the images asked for are pushed by digest alone, no tag (one node's share
+    /// of a distributed push), through skopeo from the archive bake exported...
+    pub by_digest: bool,
+    /// ...over plain HTTP where the registry is (`release.insecure-registry`).
+    pub insecure_registry: bool,
 }
 
 impl BuildPlan {
@@ -325,9 +374,47 @@ impl BuildPlan {
             out.push_str(&root);
         }
         plan.steps.extend(self.bakes.iter().flat_map(Bake::steps).cloned());
+        for (name, archive) in self.bakes.iter().flat_map(|b| &b.by_digest) {
+            let t = &self.definition.target[name];
+            plan.push(push_by_digest(
+                &t.image,
+                archive,
+                t.tag_names.first().unwrap_or(&t.image.tag),
+                "sha256:<digest from bake's metadata>",
+                self.insecure_registry,
+            ));
+        }
         out.push_str(&plan.render());
         out
     }
+}
+
+/// The push of one image by its digest alone, no tag moved: skopeo copies the archive
+/// bake exported to `repository@digest` byte for byte (`--preserve-digests`; `--all`:
+/// every platform's image and attestation). The docker driver pushes by tag only
+/// (buildx: "push-by-digest is currently not implemented for docker driver").
+///
+/// The archive names the image once per tag (`org.opencontainers.image.ref.name`), all
+/// the same digest: `tag` picks one.
+pub fn push_by_digest(image: &bake::Image, archive: &Path, tag: &str, digest: &str, insecure: bool) -> Step {
+    let mut step = Step::new(format!("push {} by digest", image.repository), "skopeo").args([
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+    ]);
+    if insecure {
+        step = step.arg("--dest-tls-verify=false");
+    }
+    step.arg(format!("oci-archive:{}:{tag}", archive.display()))
+        .arg(format!("docker://{}", image.at(digest)))
+        .output(crate::plan::Output::Capture)
+        .scratch(archive)
+        .on_fail(format!(
+            "a push needs the registry of {} up and reachable, and its credentials where it asks for them \
+             (`docker login`, which skopeo reads too)",
+            image.repository
+        ))
 }
 
 /// Plan a build from the facts: the definition, the selection in layers, the bakes. A
@@ -359,7 +446,11 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
             caps.cache_export.why
         );
     }
-    let build_dir = bake::build_dir(&project.state_dir());
+    let build_dir = match &request.share {
+        Some(node) => bake::build_dir(&project.state_dir()).join("nodes").join(node),
+        None => bake::build_dir(&project.state_dir()),
+    };
+    let by_digest = request.push && request.share.is_some();
     let extra_ca_file = facts.extra_ca.as_ref().map(|_| build_dir.join("extra-ca.pem"));
     let inputs = Inputs {
         context_dir: build_dir.join("context"),
@@ -408,6 +499,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         root: &project.root,
         no_cache: request.no_cache,
         linking,
+        by_digest,
     };
     let bakes = bake_steps(&inputs_of_bakes, request.push);
     let mut args = vec![
@@ -443,6 +535,11 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         target: request.target,
         push: request.push,
         no_cache: request.no_cache,
+        by_digest,
+        insecure_registry: m
+            .release
+            .insecure_registry
+            .unwrap_or_else(|| crate::manifest::registry_is_loopback(m.registry.get_ref())),
     })
 }
 
@@ -464,6 +561,7 @@ pub fn build(
         platforms,
         push: mode.push,
         no_cache: mode.no_cache,
+        share: None,
     };
     let plan = plan(project, &facts, &request)?;
     run(project, &facts, &plan, mode.print)
@@ -483,6 +581,13 @@ pub fn show(project: &Project, request: &Request) -> Result<()> {
 /// the image policy of what was built. With `print`, only bake's own view of the
 /// definition.
 pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> Result<Vec<Built>> {
+    let _lock = project.lock("build")?;
+    run_locked(project, facts, plan, print)
+}
+
+/// [`run`], the build lock already held (a distributed push holds it for every node's
+/// share).
+pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> Result<Vec<Built>> {
     // Room to write: the state directory and the engine's data root.
     let mut places = vec![crate::disk::Place::state(&project.state_dir())];
     places.extend(
@@ -492,7 +597,6 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     );
     crate::disk::require(&places)?;
     let build_dir = &plan.build_dir;
-    let _lock = project.lock("build")?;
     fs::create_dir_all(build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
     if facts.ca_sha256 == NO_CA_YET {
         crate::fs::write_if_changed(
@@ -592,6 +696,7 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
                 root: &project.root,
                 no_cache: plan.no_cache,
                 linking: plan.linking,
+                by_digest: plan.by_digest,
             },
             plan.push,
         )
@@ -690,9 +795,44 @@ pub fn run(project: &Project, facts: &Facts, plan: &BuildPlan, print: bool) -> R
     if !metadata.is_empty() {
         ui::note(&format!("digests in {}", build_dir.join("metadata.json").display()));
     }
+    let archives: Vec<&(String, PathBuf)> = bakes.iter().flat_map(|b| &b.by_digest).collect();
     if !problems.is_empty() {
         let _ = fs::remove_file(stamp_file);
+        for (_, archive) in &archives {
+            let _ = fs::remove_file(archive);
+        }
         bail!("the image policy failed:\n  - {}", problems.join("\n  - "));
+    }
+    // A push by digest, once the policy passed: what each archive holds goes to the
+    // registry under the digest bake's metadata gave it.
+    for (i, (name, archive)) in archives.iter().enumerate() {
+        let t = &definition.target[name];
+        let pushed = built
+            .iter()
+            .find(|b| b.image == t.image)
+            .and_then(|b| b.digest.as_deref());
+        let result = match pushed {
+            Some(digest) => push_by_digest(
+                &t.image,
+                archive,
+                t.tag_names.first().unwrap_or(&t.image.tag),
+                digest,
+                plan.insecure_registry,
+            )
+            .run()
+            .map(drop),
+            None => Err(anyhow::anyhow!(
+                "bake's metadata names no digest for {}",
+                t.image.reference()
+            )),
+        };
+        let _ = fs::remove_file(archive);
+        if let Err(err) = result {
+            for (_, rest) in &archives[i + 1..] {
+                let _ = fs::remove_file(rest);
+            }
+            return Err(err);
+        }
     }
     if let Some(mut hashes) = hashes {
         // The ids were read with each image's configuration above.
@@ -755,6 +895,8 @@ pub struct Bakes<'a> {
     /// Reuse no cached step.
     pub no_cache: bool,
     pub linking: Linking,
+    /// A push by digest alone (one node's share of a distributed push).
+    pub by_digest: bool,
 }
 
 /// How images reach their bases: named contexts where the builder takes them, unless a
@@ -792,6 +934,9 @@ pub struct Bake {
     pub step: Step,
     pub metadata: PathBuf,
     pub then: Vec<Step>,
+    /// A push by digest: each image pushed and the archive it is pushed from, once its
+    /// digest is read from the metadata file ([`push_by_digest`]).
+    pub by_digest: Vec<(String, PathBuf)>,
 }
 
 impl Bake {
@@ -814,7 +959,12 @@ fn loads_uncompressed(engine: &Engine) -> bool {
 /// SOURCE_DATE_EPOCH, so two builds of one commit give the same image): where the builder
 /// can, what a push pushes, and the prod images a load loads (what is scanned, released
 /// and compared across builds; the bases and the local and dev images load as they are).
+/// A push by digest exports every image it pushes as an archive (stamped where the
+/// builder can): the docker driver pushes by tag only.
 fn stamped(b: &Bakes<'_>, batch: &[String], pushes: bool) -> Vec<String> {
+    if pushes && b.by_digest {
+        return batch.to_vec();
+    }
     if !b.engine.capabilities.rewrite_timestamps.ok {
         return Vec::new();
     }
@@ -894,8 +1044,13 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
         for name in batch {
             if stamped.contains(name) {
                 let archive = export_archive(b.build_dir, name);
+                let rewrite = if b.engine.capabilities.rewrite_timestamps.ok {
+                    ",rewrite-timestamp=true"
+                } else {
+                    ""
+                };
                 args.push(format!(
-                    "--set={name}.output=type=oci,dest={},rewrite-timestamp=true",
+                    "--set={name}.output=type=oci,dest={}{rewrite}",
                     archive.display()
                 ));
             } else if uncompressed {
@@ -927,6 +1082,7 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
         };
         let mut step = docker::step(what, &args.iter().map(String::as_str).collect::<Vec<_>>()).cwd(b.root);
         let mut then = Vec::new();
+        let mut by_digest = Vec::new();
         for name in &stamped {
             let archive = export_archive(b.build_dir, name);
             let archive_text = archive.display().to_string();
@@ -936,6 +1092,11 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
                     .output(crate::plan::Output::Capture)
                     .scratch(&archive),
             );
+            if pushes && b.by_digest {
+                // Kept for the push by digest, which removes it.
+                by_digest.push((name.clone(), archive));
+                continue;
+            }
             if pushes {
                 for reference in &b.definition.target[name].tags {
                     then.push(
@@ -956,6 +1117,7 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
             step,
             metadata: meta,
             then,
+            by_digest,
         });
     }
     out
@@ -1054,7 +1216,7 @@ fn image_ids(refs: &[String]) -> Result<Vec<(String, u64)>> {
     let answers: Vec<Result<Vec<(String, u64)>>> = std::thread::scope(|scope| {
         let asked: Vec<_> = refs
             .chunks(chunk)
-            .map(|refs| scope.spawn(move || image_ids_of(refs)))
+            .map(|refs| scope.spawn(docker::carried(move || image_ids_of(refs))))
             .collect();
         asked
             .into_iter()
@@ -1358,6 +1520,7 @@ mod tests {
             root: &root,
             no_cache: false,
             linking: if contexts { Linking::Contexts } else { Linking::Layers },
+            by_digest: false,
         };
         bake_steps(&facts, push)
             .iter()
@@ -1379,6 +1542,7 @@ mod tests {
                 platforms: asked,
                 push: false,
                 no_cache: false,
+                share: None,
             };
             let plan = plan(&project, &facts, &request).unwrap();
             let mut seen: Vec<Vec<String>> = plan
@@ -1415,6 +1579,7 @@ mod tests {
             platforms: None,
             push: false,
             no_cache: false,
+            share: None,
         };
         let plan = plan(&project, &facts, &request).unwrap();
         assert_eq!(plan.definition.target["gateway-dev"].platforms, ["linux/riscv64"]);
@@ -1430,6 +1595,7 @@ mod tests {
             platforms: None,
             push: false,
             no_cache: false,
+            share: None,
         };
         assert_eq!(plan(&project, &facts, &request).unwrap().linking, Linking::Contexts);
         project.manifest.build.cache = Cache::Registry {
@@ -1465,6 +1631,7 @@ mod tests {
             platforms: None,
             push: false,
             no_cache: false,
+            share: None,
         };
         let plan = plan(&project, &facts, &request).unwrap();
         assert_eq!(plan.contexts, ["agent"]);

@@ -314,6 +314,7 @@ pub fn job_plan(
         platforms: Some(vec![job.platform.clone()]),
         push: false,
         no_cache: false,
+        share: None,
     };
     let mut out = format!("# {}: certificates, then build\n", job.job);
     out.push_str(&build::plan(project, facts, &request)?.render(project));

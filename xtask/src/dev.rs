@@ -43,6 +43,7 @@ impl flags::Dev {
                     platforms: None,
                     push: false,
                     no_cache: false,
+                    share: None,
                 },
             )?;
             let up = stack.step("start the stack", &["up", "--detach", "--no-build", "--remove-orphans"]);

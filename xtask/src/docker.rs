@@ -352,6 +352,15 @@ pub fn platform_manifests(reference: &str) -> Result<Vec<(String, String)>, Stri
     Ok(index_platforms(&imagetools_inspect(&["--raw"], reference)?))
 }
 
+/// The digest of what `reference` names in its registry (an index or a manifest).
+pub fn index_digest(reference: &str) -> Result<String, String> {
+    let manifest = imagetools_inspect(&["--format", "{{json .Manifest}}"], reference)?;
+    manifest["digest"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("imagetools names no digest for {reference}"))
+}
+
 /// `docker buildx imagetools inspect ARGS REFERENCE`: the JSON it prints, or why the
 /// registry gave none.
 fn imagetools_inspect(args: &[&str], reference: &str) -> Result<serde_json::Value, String> {

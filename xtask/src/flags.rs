@@ -65,7 +65,9 @@ xflags::xflags! {
             optional --target target: Target
             /// Show what bake resolves from the generated definition; build nothing.
             optional --print
-            /// Push the images to the registry instead of loading them.
+            /// Push the images to the registry instead of loading them. Platforms that
+            /// nodes of build.builders declare are built there, each node's images
+            /// pushed by digest and joined into one index under the tags.
             optional --push
             /// Platforms to build for, `os/arch[,os/arch]` (default: build.platforms).
             optional --platform platform: String

@@ -8,7 +8,9 @@
 //!    image id it judged). Critical or High blocks; no scan blocks unless
 //!    `--allow-unscanned`. Without `--push`, stop here.
 //! 3. Push with bake (`build --push`), and take each image's digest from bake's metadata
-//!    file; the pushed configuration must be the image that was scanned.
+//!    file; the pushed configuration must be the image that was scanned. For platforms
+//!    the builder nodes declare, each node builds, loads and pushes its share by digest,
+//!    and the push joins them into one index (`build::distribute`).
 //! 4. Write each pushed image's SBOM (`sbom.rs`, CycloneDX, read from the image that was
 //!    scanned and pushed) to `.<brand>/sbom/`.
 //! 5. With `--sign`, sign every pushed image as `name@sha256:...` (never a tag) with
@@ -25,7 +27,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::build::{self, BuildPlan, Facts};
+use crate::build::{self, BuildPlan, Facts, distribute};
 use crate::cosign::{self, Cosign};
 use crate::scan::{self, Record};
 use crate::{bake, flags, project::Project, ui};
@@ -163,6 +165,7 @@ pub fn plan(project: &Project, facts: &Facts, o: &Options, cosign: Option<Cosign
         platforms: None,
         push: false,
         no_cache: false,
+        share: None,
     };
     let load = build::plan(project, facts, &request)?;
     let push = if o.push {
@@ -209,8 +212,25 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             "cosign is not installed, so nothing can be signed: install it (Sigstore publishes static binaries and Debian packages), then run release again"
         );
     }
+    // A push for platforms the builder nodes declare: each node builds, and pushes, its
+    // share; the push joins them (`build::distribute`).
+    let spread = o.push.then(|| distribute::spread(m, o.target, None)).flatten();
+    if spread.is_some() {
+        distribute::require_skopeo()?;
+    }
     let facts = Facts::probe(project, dry_run)?;
-    let plan = plan(project, &facts, o, cosign)?;
+    let mut plan = plan(project, &facts, o, cosign)?;
+    let names: Vec<String> = plan.wanted.iter().map(|(n, _)| n.clone()).collect();
+    if let Some(shares) = &spread {
+        // What each node's share is: what runs instead of the one-node push.
+        plan.push = None;
+        if dry_run {
+            print!("{}", plan.render(project));
+            println!("# push: each node its share, by digest, then one index per image");
+            distribute::show_push(project, shares, &names, o.target, false)?;
+            return Ok(Vec::new());
+        }
+    }
     if dry_run {
         print!("{}", plan.render(project));
         return Ok(Vec::new());
@@ -223,7 +243,16 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
     };
 
     ui::step(&format!("build the {} images (what changed)", o.target));
-    let built = build::run(project, &facts, &plan.load, false)?;
+    let built = match &spread {
+        None => build::run(project, &facts, &plan.load, false)?,
+        Some(shares) => {
+            let _lock = project.lock("build")?;
+            distribute::on_shares(project, shares, |share| {
+                distribute::build_share(project, share, &names, o.target, false, false)
+            })?
+            .concat()
+        }
+    };
     let mut ids = BTreeMap::new();
     let (mut unscanned, mut blocked) = (Vec::new(), Vec::new());
     for image in built.iter().filter(|b| service_of(&b.image).is_some()) {
@@ -243,7 +272,11 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             Record::Unscanned(why) => unscanned.push(format!("{reference} ({why})")),
         }
         // What identifies this image in the registry: its configuration's digest (on the
-        // classic store that is also its id).
+        // classic store that is also its id). (Spread over nodes, each node checks that
+        // its share's archive is what it loaded: the pushed bytes are the archive's.)
+        if spread.is_some() {
+            continue;
+        }
         ids.insert(
             reference,
             image.config_digest.clone().unwrap_or_else(|| image.id.clone()),
@@ -265,13 +298,20 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
         }
         ui::warn(&format!("--allow-unscanned: pushing without a scan: {list}"));
     }
-    let Some(push) = &plan.push else {
-        ui::note("nothing pushed: `--push` pushes these tags, `--push --sign` signs them too");
-        return Ok(Vec::new());
+    let pushed = match (&plan.push, &spread) {
+        (_, Some(shares)) => {
+            ui::step(&format!("push to {} from every node", m.registry.get_ref()));
+            distribute::push(project, shares, &names, o.target, false)?
+        }
+        (Some(push), None) => {
+            ui::step(&format!("push to {}", m.registry.get_ref()));
+            build::run(project, &facts, push, false)?
+        }
+        (None, None) => {
+            ui::note("nothing pushed: `--push` pushes these tags, `--push --sign` signs them too");
+            return Ok(Vec::new());
+        }
     };
-
-    ui::step(&format!("push to {}", m.registry.get_ref()));
-    let pushed = build::run(project, &facts, push, false)?;
     let mut released = Vec::new();
     let mut services = Vec::new();
     for (image, service) in pushed.iter().filter_map(|b| Some((b, service_of(&b.image)?))) {
@@ -289,7 +329,14 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
         }
         // The SBOM of what was pushed: the local image has the configuration the
         // registry now serves (checked above).
-        let sbom = crate::sbom::make(service, &image.image)?;
+        let sbom = match &spread {
+            // Read where the image is: the first node's store (this machine's, where it
+            // has a share).
+            Some(shares) => {
+                distribute::on_shares(project, &shares[..1], |_| crate::sbom::make(service, &image.image))?.remove(0)
+            }
+            None => crate::sbom::make(service, &image.image)?,
+        };
         let sbom_file = crate::sbom::default_file(project, service, o.target);
         crate::sbom::write(&sbom_file, &sbom)?;
         ui::note(&format!(
