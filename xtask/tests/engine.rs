@@ -1669,14 +1669,14 @@ fn a_builder_node_builds_from_the_registry_cache_the_same_images() {
         "{said}"
     );
     // Node B's RUN steps reach no network (its bridge has no NAT): every install step
-    // (apt, pip, uv) came from the cache, or the build would have failed. What ran again
-    // is what needs no network: copies whose key is their source's content, and the
-    // trust layer's RUN (issue 17's 90% of steps is not reached yet: about 80% here).
+    // (apt, pip, uv) came from the cache, or the build would have failed. At least 90%
+    // of the RUN and COPY steps are cache hits (15 of 16 measured: what runs again is
+    // the agent's last copy into prod, keyed by its source's content).
     let (steps, cached) = cached_steps(&said);
-    // Said in CI's log (past libtest's capture), so the floor can follow the figures.
-    eprintln!("node B: {cached} of {steps} RUN and COPY steps cached");
+    // Said in CI's log too (past libtest's capture).
+    let _ = writeln!(std::io::stderr(), "node B: {cached} of {steps} RUN and COPY steps cached");
     assert!(
-        steps >= 12 && cached * 10 >= steps * 7,
+        steps >= 12 && cached * 10 >= steps * 9,
         "{cached} of {steps} steps cached:\n{said}"
     );
     // The same prod image: the same manifest (config and layers) on both nodes.
