@@ -356,6 +356,8 @@ pub struct BuildPlan {
     pub by_digest: bool,
     /// ...over plain HTTP where the registry is (`release.insecure-registry`).
     pub insecure_registry: bool,
+    /// The node whose share of a distributed push this is ([`Request::share`]).
+    pub share: Option<String>,
 }
 
 impl BuildPlan {
@@ -380,7 +382,7 @@ impl BuildPlan {
                 &t.image,
                 archive,
                 t.tag_names.first().unwrap_or(&t.image.tag),
-                "sha256:<digest from bake's metadata>",
+                "sha256:<digest>",
                 self.insecure_registry,
             ));
         }
@@ -501,7 +503,8 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         linking,
         by_digest,
     };
-    let bakes = bake_steps(&inputs_of_bakes, request.push);
+    let mut bakes = bake_steps(&inputs_of_bakes, request.push);
+    name_share(&mut bakes, request.share.as_deref());
     let mut args = vec![
         "buildx".to_owned(),
         "bake".into(),
@@ -536,6 +539,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         push: request.push,
         no_cache: request.no_cache,
         by_digest,
+        share: request.share.clone(),
         insecure_registry: m
             .release
             .insecure_registry
@@ -686,7 +690,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
             all.len(),
             stale.concat().join(", ")
         ));
-        bake_steps(
+        let mut bakes = bake_steps(
             &Bakes {
                 manifest: &project.manifest,
                 engine: &facts.engine,
@@ -699,7 +703,9 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
                 by_digest: plan.by_digest,
             },
             plan.push,
-        )
+        );
+        name_share(&mut bakes, plan.share.as_deref());
+        bakes
     };
 
     if plan.root_image_missing.is_some() || plan.root_platforms.len() > 1 {
@@ -812,15 +818,19 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
             .find(|b| b.image == t.image)
             .and_then(|b| b.digest.as_deref());
         let result = match pushed {
-            Some(digest) => push_by_digest(
-                &t.image,
-                archive,
-                t.tag_names.first().unwrap_or(&t.image.tag),
-                digest,
-                plan.insecure_registry,
-            )
-            .run()
-            .map(drop),
+            Some(digest) => {
+                let mut step = push_by_digest(
+                    &t.image,
+                    archive,
+                    t.tag_names.first().unwrap_or(&t.image.tag),
+                    digest,
+                    plan.insecure_registry,
+                );
+                if let Some(node) = &plan.share {
+                    step.name = format!("{node}: {}", step.name);
+                }
+                step.run().map(drop)
+            }
             None => Err(anyhow::anyhow!(
                 "bake's metadata names no digest for {}",
                 t.image.reference()
@@ -919,6 +929,17 @@ pub fn linking_of(engine: &Engine, m: &crate::manifest::Manifest, platforms: &[S
         Linking::Contexts
     } else {
         Linking::Layers
+    }
+}
+
+/// Each step of a node's share named after the node (`arm: bake 1 of 3: os-base`): the
+/// nodes build side by side, their output on one terminal.
+fn name_share(bakes: &mut [Bake], share: Option<&str>) {
+    let Some(node) = share else { return };
+    for bake in bakes {
+        for step in std::iter::once(&mut bake.step).chain(&mut bake.then) {
+            step.name = format!("{node}: {}", step.name);
+        }
     }
 }
 

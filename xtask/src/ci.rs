@@ -15,7 +15,7 @@
 //! Inside GitHub Actions (its cache service exposed to the step) it builds with the
 //! `ci.cache` backend.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -36,8 +36,10 @@ pub struct Job {
     /// The GitHub-hosted runner of that platform, so nothing is built under emulation:
     /// `ubuntu-24.04-arm` for arm64, `ubuntu-latest` otherwise.
     pub runner: String,
-    /// Whether the job pushes on main: a prod job, the first of its image's platforms
-    /// (its release builds them all, one image index; the others build and test theirs).
+    /// Whether the job stands for its image on main: a prod job, the first of its
+    /// image's platforms. For an image of one platform it pushes and signs; for one of
+    /// several, every prod job pushes its platform by digest, and the image's join and
+    /// verify run once, for this job's entry.
     pub pushes: bool,
 }
 
@@ -142,6 +144,7 @@ impl flags::Ci {
                 Ok(())
             }
             flags::CiCmd::Run(cmd) => cmd.run(project, dry_run),
+            flags::CiCmd::Join(cmd) => cmd.run(project, dry_run),
         }
     }
 }
@@ -171,6 +174,14 @@ impl flags::Run {
         }
         if self.sign && !self.push {
             bail!("--sign signs what --push pushes: add --push");
+        }
+        if let Some(job) = selected.iter().find(|j| self.sign && pushes_by_digest(m, j)) {
+            bail!(
+                "{} is one platform of an image of several: each platform's job pushes by digest (`ci run JOB \
+                 --push`), then `cargo xtask ci join {} --sign` joins and signs the index; drop --sign here",
+                job.job,
+                job.service
+            );
         }
         let project = &with_ci_cache(project);
         let options = JobOptions {
@@ -337,11 +348,238 @@ pub fn job_plan(
     } else {
         out.push_str(&format!("# no scan of {reference}: Trivy is not installed\n"));
     }
-    if o.push {
+    if o.push && pushes_by_digest(&project.manifest, job) {
+        out.push_str(&format!(
+            "# push {} by digest alone (its tags are the joined index's), recorded in {} for `cargo xtask ci join`\n",
+            job.platform,
+            pushed_file(project, job).display()
+        ));
+        out.push_str(&build::plan(project, facts, &platform_push(job))?.render(project));
+    } else if o.push {
         let plan = release::plan(project, facts, &job_release(job, o), cosign.cloned())?;
         out.push_str(&plan.render(project));
     }
     Ok(out)
+}
+
+/// Whether a job's push is one platform of several, by digest alone: its image is built
+/// for more than one platform, each on its own runner, and `ci join` joins them.
+pub fn pushes_by_digest(m: &Manifest, job: &Job) -> bool {
+    let settings = job.target.settings(m);
+    settings.platforms.as_ref().unwrap_or(&m.build.platforms).len() > 1
+}
+
+/// The build that pushes one platform's image by digest (a share of the image, named
+/// after the job: its own build directory).
+fn platform_push(job: &Job) -> build::Request {
+    build::Request {
+        names: vec![job.service.clone()],
+        target: job.target,
+        platforms: Some(vec![job.platform.clone()]),
+        push: true,
+        no_cache: false,
+        share: Some(job.job.clone()),
+    }
+}
+
+/// What a platform's job pushed, for `ci join` (`.<brand>/ci/pushed/<job>.json`; the
+/// workflow carries these files from the image jobs to the join as artifacts).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Pushed {
+    pub service: String,
+    pub target: Target,
+    pub platform: String,
+    pub repository: String,
+    pub digest: String,
+}
+
+fn pushed_dir(project: &Project) -> std::path::PathBuf {
+    project.state_dir().join("ci").join("pushed")
+}
+
+fn pushed_file(project: &Project, job: &Job) -> std::path::PathBuf {
+    pushed_dir(project).join(format!("{}.json", job.job))
+}
+
+/// Push the job's platform by digest, once its scan passed, and record it.
+fn push_platform(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
+    build::distribute::require_skopeo()?;
+    let image = bake::service_image(&project.manifest, &job.service, job.target);
+    if !o.trivy && !o.allow_unscanned {
+        bail!(
+            "no scan of {}: Trivy is not installed ({}); --allow-unscanned pushes it anyway",
+            image.reference(),
+            scan::INSTALL
+        );
+    }
+    ui::step(&format!("push {} ({}) by digest", image.repository, job.platform));
+    let facts = build::Facts::probe(project, false)?;
+    let plan = build::plan(project, &facts, &platform_push(job))?;
+    let built = build::run(project, &facts, &plan, false)?;
+    let digest = built
+        .iter()
+        .find(|b| b.image == image)
+        .and_then(|b| b.digest.clone())
+        .ok_or_else(|| anyhow::anyhow!("the push of {} reports no digest", image.repository))?;
+    let record = Pushed {
+        service: job.service.clone(),
+        target: job.target,
+        platform: job.platform.clone(),
+        repository: image.repository.clone(),
+        digest,
+    };
+    let file = pushed_file(project, job);
+    std::fs::create_dir_all(pushed_dir(project))?;
+    crate::fs::write_if_changed(&file, &(serde_json::to_string_pretty(&record)? + "\n"))?;
+    ui::note(&format!(
+        "pushed {} ({}), recorded in {} for `cargo xtask ci join`",
+        image.at(&record.digest),
+        job.platform,
+        file.display()
+    ));
+    Ok(())
+}
+
+impl flags::Join {
+    pub fn run(self, project: &Project, dry_run: bool) -> Result<()> {
+        let m = &project.manifest;
+        let dir = pushed_dir(project);
+        let mut records: Vec<Pushed> = Vec::new();
+        let mut files_of_records = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut files: Vec<_> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+            files.sort();
+            for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
+                let text = std::fs::read_to_string(file)?;
+                records.push(
+                    serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("{} is no record of `ci run --push` ({e})", file.display()))?,
+                );
+                files_of_records.push(file.clone());
+            }
+        }
+        let services: Vec<String> = if self.services.is_empty() {
+            let found: BTreeSet<String> = records.iter().map(|r| r.service.clone()).collect();
+            found.into_iter().collect()
+        } else {
+            m.service_names(&self.services)?
+        };
+        if services.is_empty() {
+            bail!(
+                "nothing to join: no record in {} (`cargo xtask ci run JOB --push` writes one for each platform's job)",
+                dir.display()
+            );
+        }
+        let target = records
+            .iter()
+            .find(|r| services.contains(&r.service))
+            .map_or(Target::Prod, |r| r.target);
+        if self.sign && which::which("cosign").is_err() {
+            bail!("cosign is not installed, so nothing can be signed: install it, then run `ci join` again");
+        }
+        let cosign = if self.sign {
+            Some(crate::cosign::Cosign::signing(
+                project,
+                self.key.as_deref(),
+                &crate::cosign::env,
+            )?)
+        } else {
+            None
+        };
+        let spec = certs::Spec::from_manifest(m);
+        certs::ensure(&project.certs_dir(), &spec, None)?;
+        let o = release::Options {
+            names: services.clone(),
+            target,
+            push: true,
+            sign: self.sign,
+            key: self.key.clone(),
+            allow_unscanned: true,
+        };
+        let facts = build::Facts::probe(project, dry_run)?;
+        let mut plan = release::plan(project, &facts, &o, cosign)?;
+        let definition = &plan
+            .push
+            .as_ref()
+            .expect("a release with --push plans its push")
+            .definition;
+        let mut pushed = Vec::new();
+        for service in &services {
+            let image = bake::service_image(m, service, target);
+            let wanted = target.platforms(m, &docker::local_platform());
+            let mine: Vec<&Pushed> = records
+                .iter()
+                .filter(|r| r.service == *service && r.target == target)
+                .collect();
+            let missing: Vec<&String> = wanted
+                .iter()
+                .filter(|p| !mine.iter().any(|r| r.platform == **p))
+                .collect();
+            if !missing.is_empty() && !dry_run {
+                bail!(
+                    "{service}: no pushed record for {} in {}: each platform's job (`ci run {service}-{target}-... \
+                     --push`) must finish first",
+                    missing.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
+                    dir.display()
+                );
+            }
+            let sources: Vec<String> = mine.iter().map(|r| image.at(&r.digest)).collect();
+            let tag_names = definition
+                .target
+                .values()
+                .find(|t| t.image == image)
+                .map(|t| t.tag_names.clone())
+                .unwrap_or_default();
+            let tags: Vec<String> = tag_names.iter().map(|n| image.with_tag(n)).collect();
+            let step = build::distribute::join_step(&image, &tags, &sources);
+            if dry_run {
+                println!("{}", step.command_line());
+                continue;
+            }
+            ui::step(&format!("join {} ({})", image.repository, wanted.join(", ")));
+            step.run()?;
+            let digest = docker::index_digest(&tags[0]).map_err(|e| anyhow::anyhow!("the joined {service}: {e}"))?;
+            ui::note(&format!("{} joined: {digest}", image.repository));
+            pushed.push(build::Built {
+                image,
+                tags: tag_names,
+                digest: Some(digest),
+                ..build::Built::default()
+            });
+        }
+        if dry_run {
+            println!("# then the signatures and attestations, as `release --push --sign` makes them");
+            return Ok(());
+        }
+        // Each platform's job attached BuildKit's provenance where its builder could.
+        plan.provenance = plan.cosign.is_some()
+            && pushed
+                .iter()
+                .all(|b| docker::provenance(&b.image.at(b.digest.as_deref().unwrap_or_default())).is_ok());
+        plan.multi_platform = true;
+        // The SBOM is read from the image: this runner's platform of the index, pulled.
+        let read_sbom = |service: &str, image: &bake::Image| {
+            let b = pushed.iter().find(|b| b.image == *image).expect("joined above");
+            let at = image.at(b.digest.as_deref().unwrap_or_default());
+            docker::step(format!("pull {at}"), &["pull", "--quiet", &at])
+                .output(Output::Capture)
+                .run()?;
+            docker::step(
+                format!("name it {}", image.reference()),
+                &["tag", &at, &image.reference()],
+            )
+            .run()?;
+            crate::sbom::make(service, image)
+        };
+        release::finish(project, &o, &plan, &pushed, &BTreeMap::new(), &read_sbom)?;
+        // Joined: the records are spent (a later join must not join them again).
+        for (record, file) in records.iter().zip(&files_of_records) {
+            if services.contains(&record.service) && record.target == target {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
@@ -380,7 +618,9 @@ fn run_job(project: &Project, job: &Job, o: &JobOptions) -> Result<()> {
             scan::INSTALL
         ));
     }
-    if o.push {
+    if o.push && pushes_by_digest(&project.manifest, job) {
+        push_platform(project, job, o)?;
+    } else if o.push {
         release::release(project, &job_release(job, o), false)?;
     }
     Ok(())
@@ -391,14 +631,19 @@ fn container_name(job: &Job) -> String {
 }
 
 /// `docker run` of the image as it ships: its own user and entrypoint, a read-only root
-/// filesystem, its own certificates mounted read-only.
+/// filesystem, its own certificates mounted read-only; the job's platform named where it
+/// is not this machine's (run through qemu-user, as a job off its own runner).
 fn smoke_start(project: &Project, job: &Job, container: &str) -> Step {
     let reference = bake::service_image(&project.manifest, &job.service, job.target).reference();
+    let mut extra = vec!["--read-only", "--tmpfs", "/tmp"];
+    if job.platform != docker::local_platform() {
+        extra.extend(["--platform", job.platform.as_str()]);
+    }
     let mut step = docker::run_with_certs(
         container,
         &certs::RunAs::for_project(project),
         &job.service,
-        &["--read-only", "--tmpfs", "/tmp"],
+        &extra,
         &reference,
     );
     step.name = format!("{}: start {reference} until its health check passes", job.service);
@@ -685,31 +930,113 @@ jobs:
         )
     };
     let on_main = "github.event_name == 'push' && github.ref == 'refs/heads/main'";
+    // An image of several platforms: each platform's job pushes its image by digest on
+    // its own runner, and a join job per image joins, signs and attests the index.
+    let spread = Target::Prod
+        .settings(m)
+        .platforms
+        .as_ref()
+        .unwrap_or(&m.build.platforms)
+        .len()
+        > 1;
+    let (pushes_here, push_steps, join_job, verify_needs) = if spread {
+        let pushing = format!("{on_main} && matrix.target == 'prod'");
+        (
+            pushing.clone(),
+            format!(
+                r#"      - name: cargo xtask ci run
+        if: ${{{{ !({pushing}) }}}}
+        env:
+          JOB: ${{{{ matrix.job }}}}
+        run: cargo xtask ci run "$JOB"
+      # skopeo pushes the platform's image by digest; the join job joins them.
+      - if: {pushing}
+        uses: awalsh128/cache-apt-pkgs-action@v1
+        with:
+          packages: skopeo
+      - name: cargo xtask ci run --push
+        if: {pushing}
+        env:
+          JOB: ${{{{ matrix.job }}}}
+        run: cargo xtask ci run "$JOB" --push
+      - if: {pushing}
+        uses: actions/upload-artifact@v4
+        with:
+          name: pushed-${{{{ matrix.job }}}}
+          path: .slipway/ci/pushed/
+          include-hidden-files: true
+"#
+            ),
+            format!(
+                r#"
+  # Each image's platforms, pushed by digest by their jobs, joined into one index under
+  # its tags, signed with every platform's image, its SBOM and provenance attested.
+  join:
+    name: join ${{{{ matrix.service }}}}
+    needs: [matrix, image]
+    if: {on_main} && fromJSON(needs.matrix.outputs.prod).include[0] != null
+    runs-on: ubuntu-latest
+    timeout-minutes: 20
+    permissions:
+      contents: read
+{id_token}    env:
+      SLIPWAY_REGISTRY: {registry}
+    strategy:
+      fail-fast: false
+      matrix: ${{{{ fromJSON(needs.matrix.outputs.prod) }}}}
+    steps:
+      - uses: actions/checkout@v4
+      - uses: sigstore/cosign-installer@v3
+      - {login_first}      - uses: actions/download-artifact@v4
+        with:
+          pattern: pushed-${{{{ matrix.service }}}}-prod-*
+          merge-multiple: true
+          path: .slipway/ci/pushed/
+      - name: cargo xtask ci join --sign
+        env:
+          SERVICE: ${{{{ matrix.service }}}}
+{sign_env}        run: cargo xtask ci join "$SERVICE" --sign{sign_key}
+"#,
+                login_first = login(""),
+            ),
+            "join",
+        )
+    } else {
+        let pushing = format!("{on_main} && matrix.pushes");
+        (
+            pushing.clone(),
+            format!(
+                r#"      - name: cargo xtask ci run
+        if: ${{{{ !({pushing}) }}}}
+        env:
+          JOB: ${{{{ matrix.job }}}}
+        run: cargo xtask ci run "$JOB"
+      - name: cargo xtask ci run --push --sign
+        if: {pushing}
+        env:
+          JOB: ${{{{ matrix.job }}}}
+{sign_env}        run: cargo xtask ci run "$JOB" --push --sign{sign_key}
+"#
+            ),
+            String::new(),
+            "image",
+        )
+    };
     text.push_str(&format!(
         r#"    permissions:
       contents: read
 {id_token}    env:
       # The registry the images are named in and pushed to: {{registry}}/{project}/{{service}}.
       SLIPWAY_REGISTRY: {registry}
-{IMAGE_STEPS}      - if: {on_main} && matrix.pushes
+{IMAGE_STEPS}      - if: {pushes_here}
         uses: sigstore/cosign-installer@v3
-      - if: {on_main} && matrix.pushes
-{login_step}      - name: cargo xtask ci run
-        if: ${{{{ !({on_main} && matrix.pushes) }}}}
-        env:
-          JOB: ${{{{ matrix.job }}}}
-        run: cargo xtask ci run "$JOB"
-      - name: cargo xtask ci run --push --sign
-        if: {on_main} && matrix.pushes
-        env:
-          JOB: ${{{{ matrix.job }}}}
-{sign_env}        run: cargo xtask ci run "$JOB" --push --sign{sign_key}
-
+      - if: {pushes_here}
+{login_step}{push_steps}{join_job}
   # The gate: a deploy or promotion job goes after this one (`needs: verify`) and deploys
   # the digests it prints.
   verify:
     name: verify ${{{{ matrix.service }}}}
-    needs: [matrix, image]
+    needs: [matrix, {verify_needs}]
     if: {on_main} && fromJSON(needs.matrix.outputs.prod).include[0] != null
     runs-on: ubuntu-latest
     timeout-minutes: 10
@@ -866,6 +1193,31 @@ mod tests {
             untried.contains("# no scan of localhost:5000/platform/agent:"),
             "{untried}"
         );
+    }
+
+    #[test]
+    fn a_platform_job_of_an_image_of_two_pushes_by_digest_for_the_join() {
+        let mut project = crate::project::Project::load().unwrap();
+        project
+            .manifest
+            .build
+            .platforms
+            .push(toml::Spanned::new(0..0, "linux/arm64".to_owned()));
+        let facts = build::test_facts(&project, true);
+        let every = project.manifest.services.keys().map(|k| k.get_ref().clone()).collect();
+        let job = find(&jobs(&project.manifest, &every), "gateway-prod-linux-arm64").unwrap();
+        assert!(pushes_by_digest(&project.manifest, &job));
+        let push = JobOptions { push: true, ..NO_PUSH };
+        let plan = job_plan(&project, &facts, &job, &push, None).unwrap();
+        // Its own platform, exported as an archive, pushed by digest alone: no tag moves
+        // (the join gives the tags to the index), recorded for `ci join`.
+        assert!(
+            plan.contains("skopeo copy --quiet --all --preserve-digests")
+                && plan.contains("docker://localhost:5000/platform/gateway@sha256:<digest>'"),
+            "{plan}"
+        );
+        assert!(plan.contains("ci/pushed/gateway-prod-linux-arm64.json"), "{plan}");
+        assert!(!plan.contains("docker push"), "{plan}");
     }
 
     #[test]

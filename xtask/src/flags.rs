@@ -202,7 +202,9 @@ xflags::xflags! {
                 repeated jobs: String
                 /// With no JOB: only the jobs whose images changed since this revision.
                 optional --since rev: String
-                /// Push the job's image (`release --push`).
+                /// Push the job's image (`release --push`). An image of several platforms
+                /// is pushed by digest alone, its platform's, and recorded in
+                /// .slipway/ci/pushed/ for `ci join`.
                 optional --push
                 /// Sign what was pushed, by digest (`release --sign`).
                 optional --sign
@@ -222,9 +224,22 @@ xflags::xflags! {
                 optional --json
                 /// Only the jobs of this target (local, dev or prod).
                 optional --target target: Target
-                /// Only the jobs that push on main: one per image (the first of its
-                /// platforms), whose release builds every platform.
+                /// One prod job per image (the first of its platforms): the one that
+                /// pushes and signs an image of one platform, and the one each image's
+                /// join and verify run for.
                 optional --pushing
+            }
+
+            /// Join what each platform's job pushed by digest (.slipway/ci/pushed/) into
+            /// one index per service under its tags, then sign it and every platform's
+            /// image, and attest the SBOM and provenance, as `release --push` does.
+            cmd join {
+                /// Services to join (default: every one with a pushed record).
+                repeated services: String
+                /// Sign the joined index and each platform's image, by digest.
+                optional --sign
+                /// The signing key, as `release --key` takes it.
+                optional --key key: String
             }
 
             /// Print the GitHub Actions workflow this manifest gives (what `cargo xtask
@@ -486,6 +501,7 @@ pub struct Ci {
 pub enum CiCmd {
     Run(Run),
     Matrix(Matrix),
+    Join(Join),
     Workflow(Workflow),
 }
 
@@ -506,6 +522,14 @@ pub struct Matrix {
     pub json: bool,
     pub target: Option<Target>,
     pub pushing: bool,
+}
+
+#[derive(Debug)]
+pub struct Join {
+    pub services: Vec<String>,
+
+    pub sign: bool,
+    pub key: Option<String>,
 }
 
 #[derive(Debug)]

@@ -26,6 +26,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["deps"],
     &["ci"],
     &["ci", "matrix"],
+    &["ci", "join"],
     &["ci", "workflow"],
     &["scan"],
     &["sbom"],

@@ -312,6 +312,35 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             return Ok(Vec::new());
         }
     };
+    let read_sbom = |service: &str, image: &bake::Image| match &spread {
+        // Read where the image is: the first node's store (this machine's, where it has
+        // a share).
+        Some(shares) => {
+            distribute::on_shares(project, &shares[..1], |_| crate::sbom::make(service, image)).map(|mut s| s.remove(0))
+        }
+        None => crate::sbom::make(service, image),
+    };
+    finish(project, o, &plan, &pushed, &ids, &read_sbom)
+}
+
+/// After the push: each pushed image's SBOM (read by `read_sbom`, from a store that has
+/// the image), with `--sign` its signature and attestations by digest, and the record.
+/// `ids` are the configurations that were checked and scanned, by reference: a pushed
+/// image with another one is refused.
+pub fn finish(
+    project: &Project,
+    o: &Options,
+    plan: &ReleasePlan,
+    pushed: &[build::Built],
+    ids: &BTreeMap<String, String>,
+    read_sbom: &dyn Fn(&str, &bake::Image) -> Result<serde_json::Value>,
+) -> Result<Vec<Released>> {
+    let service_of = |image: &bake::Image| {
+        plan.wanted
+            .iter()
+            .find(|(_, wanted)| wanted == image)
+            .map(|(service, _)| service.as_str())
+    };
     let mut released = Vec::new();
     let mut services = Vec::new();
     for (image, service) in pushed.iter().filter_map(|b| Some((b, service_of(&b.image)?))) {
@@ -329,14 +358,7 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
         }
         // The SBOM of what was pushed: the local image has the configuration the
         // registry now serves (checked above).
-        let sbom = match &spread {
-            // Read where the image is: the first node's store (this machine's, where it
-            // has a share).
-            Some(shares) => {
-                distribute::on_shares(project, &shares[..1], |_| crate::sbom::make(service, &image.image))?.remove(0)
-            }
-            None => crate::sbom::make(service, &image.image)?,
-        };
+        let sbom = read_sbom(service, &image.image)?;
         let sbom_file = crate::sbom::default_file(project, service, o.target);
         crate::sbom::write(&sbom_file, &sbom)?;
         ui::note(&format!(

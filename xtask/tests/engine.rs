@@ -1674,7 +1674,10 @@ fn a_builder_node_builds_from_the_registry_cache_the_same_images() {
     // the agent's last copy into prod, keyed by its source's content).
     let (steps, cached) = cached_steps(&said);
     // Said in CI's log too (past libtest's capture).
-    let _ = writeln!(std::io::stderr(), "node B: {cached} of {steps} RUN and COPY steps cached");
+    let _ = writeln!(
+        std::io::stderr(),
+        "node B: {cached} of {steps} RUN and COPY steps cached"
+    );
     assert!(
         steps >= 12 && cached * 10 >= steps * 9,
         "{cached} of {steps} steps cached:\n{said}"
@@ -3020,6 +3023,28 @@ fn an_arm64_release_is_built_on_its_own_node_joined_with_amd64_and_signed_per_pl
     let (ok, out) = run(&["verify", "gateway"]);
     assert!(ok, "{out}");
     assert!(out.contains("and each platform's: linux/amd64, linux/arm64"), "{out}");
+
+    // As the generated workflow runs it: each platform's job builds, tests and pushes
+    // its image by digest (the arm64 one run here through qemu-user, as off its own
+    // runner), then `ci join` joins and signs the index. The same commit gives the same
+    // platform images as the release's, built on the other node (reproducible builds).
+    for job in ["gateway-prod-linux-amd64", "gateway-prod-linux-arm64"] {
+        let (ok, out) = run(&["ci", "run", job, "--push", "--allow-unscanned"]);
+        assert!(ok, "{out}");
+        assert!(out.contains(&format!("ci/pushed/{job}.json")), "{out}");
+    }
+    let (ok, out) = run(&["ci", "join", "gateway", "--sign"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        index_platforms(&registry.manifest("platform/gateway", "0.1.0")),
+        digests["gateway"],
+        "the jobs' platform images are not the release's"
+    );
+    let (ok, out) = run(&["verify", "gateway"]);
+    assert!(
+        ok && out.contains("and each platform's: linux/amd64, linux/arm64"),
+        "{out}"
+    );
 
     // The gateway's arm64 image replaced (an index joining its amd64 image with another
     // arm64 one, the arm64 root image, pushed under its tag): verification fails.

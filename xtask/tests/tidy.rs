@@ -212,7 +212,7 @@ fn one_file_per_command() {
         .collect();
     assert!(commands.contains(&"doctor"), "{commands:?}");
     // Subcommands (`certs status`, `certs make`) live in their parent's file.
-    let nested = ["make", "status", "matrix", "run", "workflow"];
+    let nested = ["make", "status", "matrix", "run", "join", "workflow"];
     for command in commands.iter().filter(|c| !nested.contains(c)) {
         let file = root().join(format!("xtask/src/{command}.rs"));
         assert!(file.exists(), "command `{command}` has no file {}", file.display());
@@ -452,6 +452,27 @@ fn the_workflow_runs_only_xtask_and_actionlint_finds_nothing() {
         assert!(keyed.contains(want), "`{want}` missing from:\n{keyed}");
     }
     assert!(!keyed.contains("id-token: write"), "{keyed}");
+    // Images of two platforms: every prod job pushes its platform by digest on its own
+    // runner (the record carried as an artifact), then one join job per image joins,
+    // signs and attests the index, and verify waits for it.
+    let spread = check_workflow(&workflow_for("spread", |text| {
+        with_registry(&text.replace(
+            "platforms = [\"linux/amd64\"]",
+            "platforms = [\"linux/amd64\", \"linux/arm64\"]",
+        ))
+    }));
+    for want in [
+        "cargo xtask ci run \"$JOB\" --push\n",
+        "&& matrix.target == 'prod'\n",
+        "name: pushed-${{ matrix.job }}",
+        "include-hidden-files: true",
+        "pattern: pushed-${{ matrix.service }}-prod-*",
+        "cargo xtask ci join \"$SERVICE\" --sign\n",
+        "needs: [matrix, join]",
+    ] {
+        assert!(spread.contains(want), "`{want}` missing from:\n{spread}");
+    }
+    assert!(!spread.contains("ci run \"$JOB\" --push --sign"), "{spread}");
     // A loopback CI registry is refused by the manifest, naming it.
     let manifest = workflow_for("loopback", with_registry).with_file_name("slipway.toml");
     let text = std::fs::read_to_string(&manifest)
@@ -469,7 +490,7 @@ fn the_workflow_runs_only_xtask_and_actionlint_finds_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for name in ["keyless", "keyed", "loopback"] {
+    for name in ["keyless", "keyed", "spread", "loopback"] {
         let _ = std::fs::remove_dir_all(
             std::env::temp_dir().join(format!("slipway-workflow-{name}-{}", std::process::id())),
         );
