@@ -939,34 +939,50 @@ jobs:
         .unwrap_or(&m.build.platforms)
         .len()
         > 1;
-    let (pushes_here, push_steps, join_job, verify_needs) = if spread {
-        let pushing = format!("{on_main} && matrix.target == 'prod'");
-        (
-            pushing.clone(),
-            format!(
-                r#"      - name: cargo xtask ci run
-        if: ${{{{ !({pushing}) }}}}
+    let pushes_here = if spread {
+        format!("{on_main} && matrix.target == 'prod'")
+    } else {
+        format!("{on_main} && matrix.pushes")
+    };
+    // Every job runs `ci run`; the pushing ones push (and sign, or leave that to the join).
+    let push_run = |flags: &str, env: &str| {
+        format!(
+            r#"      - name: cargo xtask ci run {flags}
+        if: {pushes_here}
+        env:
+          JOB: ${{{{ matrix.job }}}}
+{env}        run: cargo xtask ci run "$JOB" {flags}
+"#
+        )
+    };
+    let mut push_steps = format!(
+        r#"      - name: cargo xtask ci run
+        if: ${{{{ !({pushes_here}) }}}}
         env:
           JOB: ${{{{ matrix.job }}}}
         run: cargo xtask ci run "$JOB"
-      # skopeo pushes the platform's image by digest; the join job joins them.
-      - if: {pushing}
+"#
+    );
+    let (join_job, verify_needs) = if spread {
+        push_steps.push_str(&format!(
+            r#"      # skopeo pushes the platform's image by digest; the join job joins them.
+      - if: {pushes_here}
         uses: awalsh128/cache-apt-pkgs-action@v1
         with:
           packages: skopeo
-      - name: cargo xtask ci run --push
-        if: {pushing}
-        env:
-          JOB: ${{{{ matrix.job }}}}
-        run: cargo xtask ci run "$JOB" --push
-      - if: {pushing}
+"#
+        ));
+        push_steps.push_str(&push_run("--push", ""));
+        push_steps.push_str(&format!(
+            r#"      - if: {pushes_here}
         uses: actions/upload-artifact@v4
         with:
           name: pushed-${{{{ matrix.job }}}}
           path: .slipway/ci/pushed/
           include-hidden-files: true
 "#
-            ),
+        ));
+        (
             format!(
                 r#"
   # Each image's platforms, pushed by digest by their jobs, joined into one index under
@@ -1002,35 +1018,25 @@ jobs:
             "join",
         )
     } else {
-        let pushing = format!("{on_main} && matrix.pushes");
+        push_steps.push_str(&push_run(&format!("--push --sign{sign_key}"), sign_env));
+        (String::new(), "image")
+    };
+    // The image jobs sign only an image of one platform (else the join signs).
+    let (image_id_token, cosign_step) = if spread {
+        (String::new(), String::new())
+    } else {
         (
-            pushing.clone(),
-            format!(
-                r#"      - name: cargo xtask ci run
-        if: ${{{{ !({pushing}) }}}}
-        env:
-          JOB: ${{{{ matrix.job }}}}
-        run: cargo xtask ci run "$JOB"
-      - name: cargo xtask ci run --push --sign
-        if: {pushing}
-        env:
-          JOB: ${{{{ matrix.job }}}}
-{sign_env}        run: cargo xtask ci run "$JOB" --push --sign{sign_key}
-"#
-            ),
-            String::new(),
-            "image",
+            id_token.to_owned(),
+            format!("      - if: {pushes_here}\n        uses: sigstore/cosign-installer@v3\n"),
         )
     };
     text.push_str(&format!(
         r#"    permissions:
       contents: read
-{id_token}    env:
+{image_id_token}    env:
       # The registry the images are named in and pushed to: {{registry}}/{project}/{{service}}.
       SLIPWAY_REGISTRY: {registry}
-{IMAGE_STEPS}      - if: {pushes_here}
-        uses: sigstore/cosign-installer@v3
-      - if: {pushes_here}
+{IMAGE_STEPS}{cosign_step}      - if: {pushes_here}
 {login_step}{push_steps}{join_job}
   # The gate: a deploy or promotion job goes after this one (`needs: verify`) and deploys
   # the digests it prints.
