@@ -121,6 +121,8 @@ pub fn on_shares<T: Send>(
     for (share, result) in shares.iter().zip(results) {
         match result {
             Ok(v) => out.push(v),
+            // Ctrl-C stops every node's steps: said as itself (exit 130), once.
+            Err(err) if err.is::<crate::plan::Interrupted>() => return Err(err),
             Err(err) => failed.push(format!("{} ({}): {err:#}", share.label(), share.platforms.join(", "))),
         }
     }
