@@ -868,6 +868,14 @@ server = "agent"
         let (name, node) = m.build.builders.iter().next().unwrap();
         assert_eq!(name.get_ref(), "big");
         assert_eq!(node.host_port(), Some(("10.0.0.7", 2376)));
+        // `local` is this machine's engine's name.
+        let found = problems(&with("local]\nendpoint = \"tcp://10.0.0.7:2376\""));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("builder `local`: that name is this machine's engine")),
+            "{found:?}"
+        );
         for (endpoint, why) in [
             ("ssh://builder", "is not `tcp://HOST:PORT`"),
             ("tcp://10.0.0.7", "is not `tcp://HOST:PORT`"),

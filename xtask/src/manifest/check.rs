@@ -33,6 +33,11 @@ impl Manifest {
         for (name, node) in &self.build.builders {
             if !is_name(name.get_ref()) {
                 src.report(name.span(), format!("builder `{}`: {name_rule}", name.get_ref()));
+            } else if name.get_ref() == "local" {
+                src.report(
+                    name.span(),
+                    "builder `local`: that name is this machine's engine (in `builders` and a spread push's build directories): name the node after the machine".to_owned(),
+                );
             }
             if node.host_port().is_none() {
                 src.report(
