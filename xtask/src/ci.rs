@@ -194,15 +194,7 @@ impl flags::Run {
         if dry_run {
             // Every job planned from one probe of the facts.
             let facts = build::Facts::probe(project, true)?;
-            let cosign = if self.sign {
-                Some(crate::cosign::Cosign::signing(
-                    project,
-                    self.key.as_deref(),
-                    &crate::cosign::env,
-                )?)
-            } else {
-                None
-            };
+            let cosign = crate::cosign::asked(project, self.sign, self.key.as_deref())?;
             for job in &selected {
                 print!("{}", job_plan(project, &facts, job, &options, cosign.as_ref())?);
             }
@@ -474,18 +466,10 @@ impl flags::Join {
             .iter()
             .find(|r| services.contains(&r.service))
             .map_or(Target::Prod, |r| r.target);
-        if self.sign && which::which("cosign").is_err() {
-            bail!("cosign is not installed, so nothing can be signed: install it, then run `ci join` again");
+        let cosign = crate::cosign::asked(project, self.sign, self.key.as_deref())?;
+        if cosign.is_some() {
+            crate::cosign::require_installed("`ci join`")?;
         }
-        let cosign = if self.sign {
-            Some(crate::cosign::Cosign::signing(
-                project,
-                self.key.as_deref(),
-                &crate::cosign::env,
-            )?)
-        } else {
-            None
-        };
         let spec = certs::Spec::from_manifest(m);
         certs::ensure(&project.certs_dir(), &spec, None)?;
         let o = release::Options {

@@ -51,6 +51,25 @@ fn cosign_has_signing_config() -> bool {
 
 /// cosign's attestation type for a BuildKit provenance predicate, and the in-toto
 /// predicate type it is stored under: SLSA 1.0 (a `buildDefinition`) or 0.2.
+/// The signer `--sign` asks for (`--key`, else the manifest's key, else keyless), none
+/// without `--sign`: checked before anything is built or pushed.
+pub fn asked(project: &Project, sign: bool, key: Option<&str>) -> Result<Option<Cosign>> {
+    if !sign {
+        return Ok(None);
+    }
+    Cosign::signing(project, key, &env).map(Some)
+}
+
+/// cosign on PATH, or what to do about it; `command` is the one to run again.
+pub fn require_installed(command: &str) -> Result<()> {
+    if which::which("cosign").is_err() {
+        bail!(
+            "cosign is not installed, so nothing can be signed: install it (Sigstore publishes static binaries and Debian packages), then run {command} again"
+        );
+    }
+    Ok(())
+}
+
 pub fn provenance_type(slsa: &serde_json::Value) -> (&'static str, &'static str) {
     if slsa.get("buildDefinition").is_some() {
         ("slsaprovenance1", "https://slsa.dev/provenance/v1")

@@ -202,15 +202,9 @@ pub fn release(project: &Project, o: &Options, dry_run: bool) -> Result<Vec<Rele
             "--sign signs the digests that --push pushes: add --push (an image is never signed by tag, which can move)"
         );
     }
-    let cosign = if o.sign {
-        Some(Cosign::signing(project, o.key.as_deref(), &cosign::env)?)
-    } else {
-        None
-    };
-    if cosign.is_some() && which::which("cosign").is_err() {
-        bail!(
-            "cosign is not installed, so nothing can be signed: install it (Sigstore publishes static binaries and Debian packages), then run release again"
-        );
+    let cosign = cosign::asked(project, o.sign, o.key.as_deref())?;
+    if cosign.is_some() {
+        cosign::require_installed("release")?;
     }
     // A push for platforms the builder nodes declare: each node builds, and pushes, its
     // share; the push joins them (`build::distribute`).
