@@ -60,12 +60,15 @@ fn text(out: &Output) -> String {
 }
 
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()
-        .unwrap()
+        .unwrap();
+    said_if_slow(args, started);
+    out
 }
 
 fn xtask_ok(args: &[&str]) -> String {
@@ -1957,14 +1960,32 @@ fn prune_applies_the_retention_policy_and_never_deletes_a_kept_signed_image() {
 
 /// `cargo xtask` against the test's manifest (the registry on loopback, a key of its own).
 fn xtask_with(manifest: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("NO_COLOR", "1")
         .env("SLIPWAY_MANIFEST", manifest)
         .env("COSIGN_PASSWORD", "slipway-test")
         .stdin(Stdio::null())
         .output()
-        .unwrap()
+        .unwrap();
+    said_if_slow(args, started);
+    out
+}
+
+/// A command of 30 s or more, said in CI's log past libtest's capture (the test's name
+/// is its thread's): where a slow test spends its time.
+fn said_if_slow(args: &[&str], started: Instant) {
+    let took = started.elapsed();
+    if took >= Duration::from_secs(30) {
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let _ = writeln!(
+            std::io::stderr(),
+            "  {test}: `xtask {}` {:.1}s",
+            args.join(" "),
+            took.as_secs_f64()
+        );
+    }
 }
 
 /// The checkout's manifest for a test's registry (`edit` changes it further), signing
