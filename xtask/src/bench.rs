@@ -44,6 +44,8 @@
 //!   image, build cache or target directory, then `cargo xtask dev --detach`, timed by
 //!   phase from the lines it prints.
 //! - scale (`--only scale`; 10 and 50 services with `--quick`): `bench/scale.rs`.
+//! - a builder node's registry cache (`--only nodes --builder NAME`, not in a full run:
+//!   it clears the node): `bench/nodes.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -55,6 +57,7 @@ use crate::manifest::Target;
 use crate::plan::{Output, Step};
 use crate::{bake, docker, flags, project::Project, ui};
 
+mod nodes;
 mod scale;
 
 /// One measured figure.
@@ -217,6 +220,13 @@ impl flags::Bench {
             );
             return Ok(());
         }
+        if let Some(node) = &self.builder
+            && self.only.as_deref() != Some("nodes")
+        {
+            bail!(
+                "--builder {node} is for `--only nodes` (a builder node's registry cache): add `--only nodes`, or drop --builder"
+            );
+        }
         if let Err(why) = docker::engine_version() {
             bail!(
                 "the benchmarks need the Docker engine ({why}): {}",
@@ -245,6 +255,12 @@ impl flags::Bench {
                 "prod" => prod_figures(project, runs.min(3))?,
                 "cold" => vec![clone_to_healthy(project, &xtask)?],
                 "xtask" => xtask_build(project, if self.quick { 1 } else { 3 })?,
+                "nodes" => match self.builder.as_deref() {
+                    Some(node) => nodes::figures(project, &xtask, node)?,
+                    None => bail!(
+                        "--only nodes needs --builder NAME: the node (build.builders.NAME) to measure the registry cache on"
+                    ),
+                },
                 "scale" => scale::figures(
                     project,
                     &xtask,
@@ -256,7 +272,7 @@ impl flags::Bench {
                     runs.min(3),
                 )?,
                 other => bail!(
-                    "--only {other}: the groups are stack, load, prod, cold (clone to healthy), xtask (its first build) and scale (synthetic monorepos); a full run measures the builds"
+                    "--only {other}: the groups are stack, load, prod, cold (clone to healthy), xtask (its first build), scale (synthetic monorepos) and nodes (a builder node's registry cache, with --builder NAME); a full run measures the builds"
                 ),
             };
             print!("{}", markdown(&figures, "now", &machine_summary(), self.quick));
@@ -683,13 +699,19 @@ fn cold_build(project: &Project, xtask: &str, on: Option<&Other>) -> Result<f64>
 /// Take the stack down and remove the project's images, the root image and the build
 /// cache (on the second engine with `on`).
 fn cold_clear(project: &Project, xtask: &str, on: Option<&Other>) -> Result<()> {
-    let m = &project.manifest;
-    let prefix = format!("{}/{}/", m.registry.get_ref(), m.project.get_ref());
     let env = on.map(Other::env).unwrap_or_default();
-    let on_engine = |step: Step| match on {
+    sh("take any stack down", &format!("{env}{xtask} down"), &project.root).ok();
+    clear_store(project, true, |step: Step| match on {
         Some(o) => step.env("DOCKER_HOST", &o.host),
         None => step,
-    };
+    })
+}
+
+/// Remove the project's images (and the root image with `root`) and the build cache from
+/// the engine `on_engine` sends a docker step to (this thread's, as it stands).
+fn clear_store(project: &Project, root: bool, on_engine: impl Fn(Step) -> Step) -> Result<()> {
+    let m = &project.manifest;
+    let prefix = format!("{}/{}/", m.registry.get_ref(), m.project.get_ref());
     let images = on_engine(docker::step(
         "list images",
         &["images", "--format", "{{.Repository}}:{{.Tag}}"],
@@ -697,13 +719,15 @@ fn cold_clear(project: &Project, xtask: &str, on: Option<&Other>) -> Result<()> 
     .output(Output::Capture)
     .run()?
     .stdout;
+    let root_image = crate::bootstrap::root_image(project);
     let mut doomed: Vec<String> = images
         .lines()
-        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| l.starts_with(&prefix) && !l.starts_with(&root_image))
         .map(str::to_owned)
         .collect();
-    doomed.push(crate::bootstrap::root_image(project));
-    sh("take any stack down", &format!("{env}{xtask} down"), &project.root).ok();
+    if root {
+        doomed.push(root_image);
+    }
     for image in doomed {
         let _ = on_engine(docker::step("remove an image", &["rmi", "--force", &image]))
             .output(Output::Capture)

@@ -332,9 +332,12 @@ xflags::xflags! {
             /// Also measure the no-op and the cold build on a second engine, side by side
             /// in the same run: its DOCKER_HOST (`unix:///run/legacy.sock`).
             optional --also-on host: String
-            /// Measure one group only and print it (stack, load, prod, cold or xtask); a
-            /// full run writes docs/benchmarks.md.
+            /// Measure one group only and print it (stack, load, prod, cold, xtask, scale,
+            /// or nodes with `--builder`); a full run writes docs/benchmarks.md.
             optional --only group: String
+            /// With `--only nodes`: the builder node (`build.builders.NAME`) to measure
+            /// the registry cache on. Clears that node's build cache and project images.
+            optional --builder name: String
         }
 
         /// Make what is missing under `.<brand>/certs/`: the Root CA, a server
@@ -586,6 +589,7 @@ pub struct Bench {
     pub json: bool,
     pub also_on: Option<String>,
     pub only: Option<String>,
+    pub builder: Option<String>,
 }
 
 #[derive(Debug)]
