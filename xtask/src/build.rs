@@ -113,7 +113,8 @@ impl flags::Build {
 }
 
 /// Send every docker step of this command to the builder node `name` (slipway.toml's
-/// `build.builders`): its engine over TCP, with the client certificate `certs` issued.
+/// `build.builders`): its engine over TCP with the client certificate `certs` issued, or
+/// through its docker context.
 /// Refused, naming what to do, when no such node is declared or it does not build one
 /// of the platforms asked for (`local` and `dev` build for the node's own).
 pub fn use_builder(project: &Project, name: &str, target: Target, platforms: Option<&[String]>) -> Result<()> {
@@ -151,11 +152,14 @@ pub fn use_builder(project: &Project, name: &str, target: Target, platforms: Opt
             );
         }
     }
+    if let docker::Via::Context(context) = &endpoint.via {
+        docker::context_host(context).map_err(|why| anyhow::anyhow!("builder `{name}`: {why}"))?;
+    }
     docker::use_endpoint(endpoint)
 }
 
-/// The builder node `name` of `build.builders`: its engine over TCP, with the client
-/// certificate `certs` issued. Refused, naming what to do, when no such node is declared.
+/// The builder node `name` of `build.builders`: its engine over TCP with the client
+/// certificate `certs` issued, or through its docker context. Refused, naming what to do, when no such node is declared.
 pub fn node_endpoint(project: &Project, name: &str) -> Result<docker::Endpoint> {
     let m = &project.manifest;
     let Some((_, node)) = m.build.builders.iter().find(|(n, _)| n.get_ref() == name) else {
@@ -164,16 +168,29 @@ pub fn node_endpoint(project: &Project, name: &str) -> Result<docker::Endpoint> 
             "no builder named `{name}` in {}: {}",
             project.manifest_path.display(),
             if known.is_empty() {
-                "declare one under [build.builders.NAME] (endpoint = \"tcp://HOST:PORT\")".to_owned()
+                "declare one under [build.builders.NAME] (endpoint = \"tcp://HOST:PORT\", or context = \"NAME\")"
+                    .to_owned()
             } else {
                 format!("the builders are {}", known.join(", "))
             }
         );
     };
-    Ok(docker::Endpoint {
+    node_via(project, node).map(|via| docker::Endpoint {
         name: name.to_owned(),
-        host: node.endpoint.get_ref().clone(),
-        cert_path: certs::builder_tls(project)?,
+        via,
+    })
+}
+
+/// How `node` is reached: its TCP endpoint with the client certificate `certs` issued
+/// (copied where the docker CLI reads it), or its docker context.
+pub fn node_via(project: &Project, node: &crate::manifest::BuilderNode) -> Result<docker::Via> {
+    Ok(match (&node.endpoint, &node.context) {
+        (Some(endpoint), _) => docker::Via::Tls {
+            host: endpoint.get_ref().clone(),
+            cert_path: certs::builder_tls(project)?,
+        },
+        (None, Some(context)) => docker::Via::Context(context.get_ref().clone()),
+        (None, None) => unreachable!("the manifest check asks every builder for an endpoint or a context"),
     })
 }
 

@@ -9,10 +9,10 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::docker::{self, Endpoint};
+use crate::docker::{self, Endpoint, Via};
 use crate::engine::Engine;
 use crate::project::Project;
-use crate::{certs, disk, flags, ui};
+use crate::{disk, flags, ui};
 
 /// What one node answered.
 #[derive(Debug, Clone, Serialize)]
@@ -59,9 +59,9 @@ impl flags::Builders {
         if dry_run {
             for (name, endpoint, _) in &wanted {
                 let at = match endpoint {
-                    Ok(Some(e)) => e.host.as_str(),
-                    Ok(None) => "this machine's engine",
-                    Err(_) => "no client certificate yet",
+                    Ok(Some(e)) => e.via.to_string(),
+                    Ok(None) => "this machine's engine".to_owned(),
+                    Err(_) => "no client certificate yet".to_owned(),
                 };
                 println!(
                     "ask {name} ({at}): docker version, docker info, docker buildx inspect, the capability probes"
@@ -105,23 +105,32 @@ fn wanted(project: &Project) -> Vec<Wanted> {
     if m.build.builders.is_empty() {
         return out;
     }
-    let cert_path = certs::builder_tls(project).map_err(|e| format!("{e:#}"));
     for (name, node) in &m.build.builders {
         let declared = node
             .platforms
             .as_ref()
             .map(|ps| ps.iter().map(|p| p.get_ref().clone()).collect())
             .unwrap_or_else(|| defaults.clone());
-        let endpoint = cert_path.clone().map(|cert_path| {
-            Some(Endpoint {
-                name: name.get_ref().clone(),
-                host: node.endpoint.get_ref().clone(),
-                cert_path,
+        let endpoint = crate::build::node_via(project, node)
+            .map(|via| {
+                Some(Endpoint {
+                    name: name.get_ref().clone(),
+                    via,
+                })
             })
-        });
+            .map_err(|e| format!("{e:#}"));
         out.push((name.get_ref().clone(), endpoint, declared));
     }
     out
+}
+
+/// Where slipway.toml says a node is: its endpoint, or its docker context.
+fn declared_at(node: &crate::manifest::BuilderNode) -> String {
+    match (&node.endpoint, &node.context) {
+        (Some(endpoint), _) => endpoint.get_ref().clone(),
+        (None, Some(context)) => format!("docker context {}", context.get_ref()),
+        (None, None) => String::new(),
+    }
 }
 
 /// Ask one node everything, on the calling thread, its steps sent to it.
@@ -138,16 +147,30 @@ fn ask(project: &Project, name: String, endpoint: Result<Option<Endpoint>, Strin
         .builders
         .iter()
         .find(|(n, _)| *n.get_ref() == name)
-        .map(|(_, b)| b.endpoint.get_ref().clone());
+        .map(|(_, b)| declared_at(b));
     let endpoint = match endpoint {
         Ok(e) => e,
         Err(why) => return node(declared_at.unwrap_or_default(), State::Down { why }),
     };
-    let shown = endpoint.as_ref().map_or_else(
-        || std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the docker context's engine".into()),
-        |e| e.host.clone(),
-    );
-    let loopback = endpoint.as_ref().is_none_or(|e| is_loopback(&e.host));
+    // A context's host, as the context says (what is asked below goes through it).
+    let context_host = match endpoint.as_ref().map(|e| &e.via) {
+        Some(Via::Context(context)) => match docker::context_host(context) {
+            Ok(host) => Some(host),
+            Err(why) => return node(format!("docker context {context}"), State::Down { why }),
+        },
+        _ => None,
+    };
+    let (shown, loopback) = match (endpoint.as_ref().map(|e| &e.via), &context_host) {
+        (None, _) => (
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the docker context's engine".into()),
+            true,
+        ),
+        (Some(Via::Tls { host, .. }), _) => (host.clone(), is_loopback(host)),
+        (Some(via), host) => {
+            let host = host.as_deref().unwrap_or_default();
+            (format!("{via} ({host})"), is_loopback(host))
+        }
+    };
     let state = docker::on_endpoint(endpoint, || {
         let version = match docker::server_version() {
             Ok(v) => v,
@@ -198,8 +221,12 @@ fn ask(project: &Project, name: String, endpoint: Result<Option<Endpoint>, Strin
     node(shown, state)
 }
 
-/// Whether `tcp://HOST:PORT` is this machine (its disk is ours to read).
+/// Whether `tcp://HOST:PORT` (or a `unix://` socket) is this machine (its disk is ours
+/// to read).
 fn is_loopback(host: &str) -> bool {
+    if host.starts_with("unix://") {
+        return true;
+    }
     let rest = host.strip_prefix("tcp://").unwrap_or(host);
     let name = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
     let name = name.trim_start_matches('[').trim_end_matches(']');

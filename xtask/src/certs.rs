@@ -189,9 +189,16 @@ impl Spec {
                 sans: vec![client.clone()],
             });
         }
-        // Builder nodes: each engine's server certificate (its endpoint's host), and one
-        // client certificate the xtask presents to all of them.
-        for (name, node) in &m.build.builders {
+        // Builder nodes over TCP: each engine's server certificate (its endpoint's host),
+        // and one client certificate the xtask presents to all of them (a node reached
+        // through a docker context has the context's TLS).
+        let over_tcp: Vec<_> = m
+            .build
+            .builders
+            .iter()
+            .filter(|(_, node)| node.endpoint.is_some())
+            .collect();
+        for (name, node) in &over_tcp {
             let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
             if let Some((host, _)) = node.host_port()
                 && !sans.iter().any(|s| s == host)
@@ -205,7 +212,7 @@ impl Spec {
                 sans,
             });
         }
-        if !m.build.builders.is_empty() {
+        if !over_tcp.is_empty() {
             wanted.push(Wanted {
                 role: Role::Client,
                 service: None,

@@ -43,15 +43,34 @@ impl Store {
 pub const START_ENGINE: &str =
     "start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), then run `cargo xtask doctor`";
 
-/// A builder node's engine, reached over TCP with mutual TLS.
+/// A builder node's engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Its name in slipway.toml (`build.builders.NAME`).
     pub name: String,
-    /// `tcp://HOST:PORT`.
-    pub host: String,
-    /// The client's TLS files (`ca.pem`, `cert.pem`, `key.pem`).
-    pub cert_path: std::path::PathBuf,
+    pub via: Via,
+}
+
+/// How a builder node's engine is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// `tcp://HOST:PORT` with mutual TLS: the client's files (`ca.pem`, `cert.pem`,
+    /// `key.pem`) in `cert_path`.
+    Tls {
+        host: String,
+        cert_path: std::path::PathBuf,
+    },
+    /// A docker context of this name: its host and TLS as the context says.
+    Context(String),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Tls { host, .. } => f.write_str(host),
+            Via::Context(name) => write!(f, "docker context {name}"),
+        }
+    }
 }
 
 /// The engine every docker step of this process talks to, when it is a builder node
@@ -99,7 +118,7 @@ fn endpoint() -> Option<Endpoint> {
 /// Which engine the steps talk to, for records keyed by it (`engine.json`).
 pub fn host_label() -> String {
     match endpoint() {
-        Some(e) => format!("{} ({})", e.host, e.name),
+        Some(e) => format!("{} ({})", e.via, e.name),
         None => std::env::var("DOCKER_HOST").unwrap_or_default(),
     }
 }
@@ -107,11 +126,18 @@ pub fn host_label() -> String {
 /// A `docker` step with the given arguments, to the chosen engine.
 pub fn step(name: impl Into<String>, args: &[&str]) -> Step {
     let step = Step::new(name, "docker").args(args.iter().copied());
-    match endpoint() {
-        Some(e) => step
-            .env("DOCKER_HOST", &e.host)
+    match endpoint().map(|e| e.via) {
+        Some(Via::Tls { host, cert_path }) => step
+            .env("DOCKER_HOST", host)
             .env("DOCKER_TLS_VERIFY", "1")
-            .env("DOCKER_CERT_PATH", e.cert_path.display().to_string()),
+            .env("DOCKER_CERT_PATH", cert_path.display().to_string()),
+        // The docker CLI takes a non-empty DOCKER_HOST over any context: emptied, the
+        // context decides (its host, its TLS).
+        Some(Via::Context(name)) => step
+            .env("DOCKER_HOST", "")
+            .env("DOCKER_TLS_VERIFY", "")
+            .env("DOCKER_CERT_PATH", "")
+            .env("DOCKER_CONTEXT", name),
         None => step,
     }
 }
@@ -122,6 +148,22 @@ fn query(args: &[&str], secs: u64) -> anyhow::Result<crate::plan::Ran> {
         .output(Output::Capture)
         .timeout(Duration::from_secs(secs))
         .run_unchecked()
+}
+
+/// The engine host a docker context points at (`docker context inspect`), or why not.
+pub fn context_host(context: &str) -> Result<String, String> {
+    let ran = Step::new(format!("docker context inspect {context}"), "docker")
+        .args(["context", "inspect", context, "--format", "{{.Endpoints.docker.Host}}"])
+        .output(Output::Capture)
+        .timeout(Duration::from_secs(10))
+        .run_unchecked()
+        .map_err(|e| format!("{e:#}"))?;
+    match ran.stdout.trim() {
+        host if ran.status.success() && !host.is_empty() => Ok(host.to_owned()),
+        _ => Err(format!(
+            "no docker context `{context}` here (`docker context ls` lists them): make it with `docker context create {context} --docker host=...`"
+        )),
+    }
 }
 
 /// Whether the docker CLI is on PATH.

@@ -78,7 +78,7 @@ xflags::xflags! {
             /// with no cached layer, so their packages are the mirror's current ones.
             optional --pull
             /// Build on the builder node NAME of build.builders (its engine over TCP with
-            /// mutual TLS) instead of this machine's engine.
+            /// mutual TLS, or its docker context) instead of this machine's engine.
             optional --builder name: String
         }
 

@@ -181,12 +181,17 @@ impl Default for Build {
 
 /// A builder node: a Docker engine reached over TCP with mutual TLS, whose server
 /// certificate `cargo xtask certs` issues (`builder-<name>.crt`), as it issues the
-/// client's (`builder-client.crt`).
+/// client's (`builder-client.crt`); or one a docker context reaches, as that context
+/// says (its `ssh://` host, or `tcp://` with TLS files of its own). One of the two.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BuilderNode {
     /// `tcp://HOST:PORT` of its engine.
-    pub endpoint: Spanned<String>,
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// A docker context's name (`docker context ls`).
+    #[serde(default)]
+    pub context: Option<Spanned<String>>,
     /// The platforms it builds natively (default: `build.platforms`).
     #[serde(default)]
     pub platforms: Option<Vec<Spanned<String>>>,
@@ -195,7 +200,7 @@ pub struct BuilderNode {
 impl BuilderNode {
     /// `HOST` and `PORT` of its endpoint, when it is `tcp://HOST:PORT`.
     pub fn host_port(&self) -> Option<(&str, u16)> {
-        let rest = self.endpoint.get_ref().strip_prefix("tcp://")?;
+        let rest = self.endpoint.as_ref()?.get_ref().strip_prefix("tcp://")?;
         let (host, port) = rest.rsplit_once(':')?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         (!host.is_empty() && !host.contains('/')).then_some(())?;
@@ -890,6 +895,41 @@ server = "agent"
         }
         let found = problems(&with("Big]\nendpoint = \"tcp://h:1\""));
         assert!(found.iter().any(|p| p.contains("builder `Big`")), "{found:#?}");
+        // Or a docker context; one of the two, never both or neither.
+        let m = Manifest::parse(
+            &with("big]\ncontext = \"big-ssh\""),
+            std::path::Path::new("slipway.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            m.build
+                .builders
+                .values()
+                .next()
+                .unwrap()
+                .context
+                .as_ref()
+                .unwrap()
+                .get_ref(),
+            "big-ssh"
+        );
+        for (node, why) in [
+            (
+                "big]\nplatforms = [\"linux/arm64\"]",
+                "builder `big`: say how it is reached",
+            ),
+            (
+                "big]\nendpoint = \"tcp://h:1\"\ncontext = \"big-ssh\"",
+                "builder `big`: an endpoint or a context, not both",
+            ),
+            (
+                "big]\ncontext = \"\"",
+                "builder `big`: context `` is not a docker context's name",
+            ),
+        ] {
+            let found = problems(&with(node));
+            assert!(found.iter().any(|p| p.contains(why)), "{node}: {found:#?}");
+        }
     }
 
     #[test]

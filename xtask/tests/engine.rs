@@ -1711,19 +1711,56 @@ fn a_builder_node_builds_from_the_registry_cache_the_same_images() {
     );
     // The same prod image: the same manifest (config and layers) on both nodes.
     let tls = root().join(".slipway/builder-tls");
-    let on_b = String::from_utf8_lossy(
-        &Command::new("docker")
-            .args(["image", "inspect", "--format", "{{.Id}}", &agent])
+    let on_node_b = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
             .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
             .env("DOCKER_TLS_VERIFY", "1")
             .env("DOCKER_CERT_PATH", &tls)
             .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_owned();
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let on_b = on_node_b(&["image", "inspect", "--format", "{{.Id}}", &agent]);
     assert_eq!(on_b, on_a, "node B built another agent image");
+
+    // The same node declared through a docker context (as an `ssh://` host would be):
+    // `builders` asks it through the context, and a build goes there (the agent image,
+    // removed from node B first, is back in node B's store).
+    let context = DockerContext::create(
+        &format!("slipway-test-nodeb-{port}"),
+        &format!("tcp://127.0.0.1:{port}"),
+        &tls,
+    );
+    std::fs::write(
+        &manifest,
+        format!(
+            "{text_of_manifest}\n[build.builders.nodeb-ctx]\ncontext = \"{}\"\nplatforms = [\"linux/amd64\"]\n",
+            context.0
+        ),
+    )
+    .unwrap();
+    let out = xtask_with(&manifest, &["builders"]);
+    let said = text(&out);
+    assert!(
+        out.status.success()
+            && said.contains(&format!(
+                "nodeb-ctx  docker context {} (tcp://127.0.0.1:{port})",
+                context.0
+            )),
+        "{said}"
+    );
+    on_node_b(&["image", "rm", &agent]);
+    let out = xtask_with(
+        &manifest,
+        &["build", "agent", "--target", "prod", "--builder", "nodeb-ctx"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        on_node_b(&["image", "inspect", "--format", "{{.Id}}", &agent]),
+        on_a,
+        "the build through the context did not reach node B"
+    );
     // An unknown builder, and a platform node B does not declare, are refused by name.
     let out = xtask_with(&manifest, &["build", "agent", "--builder", "nodec"]);
     assert!(
@@ -1741,6 +1778,36 @@ fn a_builder_node_builds_from_the_registry_cache_the_same_images() {
         text(&out)
     );
     let _ = docker(&["image", "rm", &format!("{host}/platform/debian:trixie-slim")]);
+}
+
+/// A docker context of this machine's CLI, for as long as it lives: `tcp://` with the
+/// TLS files in `tls` (`ca.pem`, `cert.pem`, `key.pem`).
+struct DockerContext(String);
+
+impl DockerContext {
+    fn create(name: &str, host: &str, tls: &Path) -> DockerContext {
+        let _ = docker(&["context", "rm", "--force", name]);
+        let file = |f: &str| tls.join(f).display().to_string();
+        docker_ok(&[
+            "context",
+            "create",
+            name,
+            "--docker",
+            &format!(
+                "host={host},ca={},cert={},key={}",
+                file("ca.pem"),
+                file("cert.pem"),
+                file("key.pem")
+            ),
+        ]);
+        DockerContext(name.to_owned())
+    }
+}
+
+impl Drop for DockerContext {
+    fn drop(&mut self) {
+        let _ = docker(&["context", "rm", "--force", &self.0]);
+    }
 }
 
 /// A branch of this checkout for as long as it lives.

@@ -29,7 +29,7 @@ pub fn figures(project: &Project, xtask: &str, node: &str) -> Result<Vec<Figure>
     if let Err(why) = docker::on_endpoint(Some(endpoint.clone()), docker::engine_version) {
         bail!(
             "builder node `{node}` ({}) does not answer: {why}; `cargo xtask builders` says why",
-            endpoint.host
+            endpoint.via
         );
     }
     let root = &project.root;

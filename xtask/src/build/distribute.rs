@@ -245,7 +245,7 @@ pub fn show_push(project: &Project, shares: &[Share], names: &[String], target: 
                 .as_ref()
                 .map_or("this machine's engine".to_owned(), |e| format!(
                     "{} ({})",
-                    e.name, e.host
+                    e.name, e.via
                 ))
         );
         docker::on_endpoint(endpoint, || {

@@ -285,8 +285,18 @@ fn builder_nodes_get_a_server_certificate_and_the_xtask_a_client_one() {
     }
     let err = exchange(&d, "builder-big", &d, Some((&d, "builder-big")), &d, "localhost").unwrap_err();
     assert!(err.contains("UnsupportedCertificate"), "{err}");
-    // No builder, no builder certificates.
+    // No builder, no builder certificates; nor for a node reached through a docker
+    // context (the context has its own TLS).
     assert!(!spec().wanted.iter().any(|w| w.stem.starts_with("builder-")));
+    let text = fs::read_to_string(root.join(crate::manifest::FILE)).unwrap()
+        + "\n[build.builders.graviton]\ncontext = \"graviton\"\n";
+    let manifest = Manifest::parse(&text, Path::new("slipway.toml")).unwrap();
+    assert!(
+        !Spec::from_manifest(&manifest)
+            .wanted
+            .iter()
+            .any(|w| w.stem.starts_with("builder-"))
+    );
 }
 
 #[test]

@@ -39,15 +39,38 @@ impl Manifest {
                     "builder `local`: that name is this machine's engine (in `builders` and a spread push's build directories): name the node after the machine".to_owned(),
                 );
             }
-            if node.host_port().is_none() {
-                src.report(
-                    node.endpoint.span(),
+            match (&node.endpoint, &node.context) {
+                (None, None) => src.report(
+                    name.span(),
                     format!(
-                        "builder `{}`: endpoint `{}` is not `tcp://HOST:PORT` (a Docker engine with mutual TLS, whose certificates `cargo xtask certs` issues)",
-                        name.get_ref(),
-                        node.endpoint.get_ref()
+                        "builder `{}`: say how it is reached: `endpoint = \"tcp://HOST:PORT\"` (a Docker engine with mutual TLS, whose certificates `cargo xtask certs` issues) or `context = \"NAME\"` (a docker context, `docker context ls`)",
+                        name.get_ref()
                     ),
-                );
+                ),
+                (Some(_), Some(context)) => src.report(
+                    context.span(),
+                    format!(
+                        "builder `{}`: an endpoint or a context, not both: keep the one it is reached by",
+                        name.get_ref()
+                    ),
+                ),
+                (Some(endpoint), None) if node.host_port().is_none() => src.report(
+                    endpoint.span(),
+                    format!(
+                        "builder `{}`: endpoint `{}` is not `tcp://HOST:PORT` (a Docker engine with mutual TLS, whose certificates `cargo xtask certs` issues; for `ssh://`, make a docker context and give `context = \"NAME\"`)",
+                        name.get_ref(),
+                        endpoint.get_ref()
+                    ),
+                ),
+                (None, Some(context)) if !is_context_name(context.get_ref()) => src.report(
+                    context.span(),
+                    format!(
+                        "builder `{}`: context `{}` is not a docker context's name: give one `docker context ls` lists",
+                        name.get_ref(),
+                        context.get_ref()
+                    ),
+                ),
+                _ => {}
             }
         }
         if let Some(image) = &self.debian.image {
@@ -254,6 +277,14 @@ pub fn is_name(s: &str) -> bool {
         && !s.ends_with('-')
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A name the docker CLI accepts for a context (`[a-zA-Z0-9][a-zA-Z0-9_.+-]+`).
+fn is_context_name(s: &str) -> bool {
+    s.len() >= 2
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '-'))
 }
 
 /// A valid image tag (the OCI distribution spec's grammar).
