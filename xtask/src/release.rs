@@ -77,6 +77,10 @@ pub struct Released {
     pub platforms: Vec<(String, String)>,
     /// The SBOM written for it (`.<brand>/sbom/...`).
     pub sbom: String,
+    /// For an image index: each platform's SBOM (`os/arch` and its file), attested by
+    /// that platform's digest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platform_sboms: Vec<(String, String)>,
     /// Whether the SBOM was attested (signed, stored beside the image) by its digest.
     pub attested: bool,
     /// BuildKit's provenance, as written for its attestation (`.<brand>/provenance/...`),
@@ -133,6 +137,11 @@ impl ReleasePlan {
                     "{}\n",
                     c.attest_step(&pushed, SBOM_TYPE, &sbom).command_line()
                 ));
+                if self.multi_platform {
+                    out.push_str(
+                        "# and each platform's image (the index's manifests): pulled here by its digest, its own SBOM read and attested by that digest\n",
+                    );
+                }
                 if self.provenance {
                     let slsa = provenance_file(project, service, self.target);
                     out.push_str("# BuildKit's provenance of it, read from the registry, attested by that digest\n");
@@ -367,11 +376,12 @@ pub fn finish(
             signed: false,
             platforms: Vec::new(),
             sbom: sbom_file.display().to_string(),
+            platform_sboms: Vec::new(),
             attested: false,
             provenance: None,
             provenance_attested: false,
         });
-        services.push(service.to_owned());
+        services.push((service.to_owned(), image.image.clone()));
     }
     if let Some(c) = &plan.cosign {
         ui::step(&format!(
@@ -379,7 +389,7 @@ pub fn finish(
             released.len(),
             c.describe()
         ));
-        for (r, service) in released.iter_mut().zip(&services) {
+        for (r, (service, image)) in released.iter_mut().zip(&services) {
             c.sign_step(&r.image, plan.multi_platform).run()?;
             r.signed = true;
             if plan.multi_platform {
@@ -388,6 +398,20 @@ pub fn finish(
                     .into_iter()
                     .map(|(platform, digest)| (platform, format!("{}@{digest}", r.repository)))
                     .collect();
+                // Each platform's own SBOM, attested by its own digest: what a deploy on
+                // that platform pulls is what its SBOM describes.
+                for (platform, at) in &r.platforms {
+                    let sbom = crate::sbom::make_platform(service, image, at, platform)?;
+                    let file = crate::sbom::platform_file(project, service, o.target, platform);
+                    crate::sbom::write(&file, &sbom)?;
+                    ui::note(&format!(
+                        "SBOM of {at} ({platform}): {} -> {}",
+                        crate::sbom::summary(&sbom),
+                        file.display()
+                    ));
+                    c.attest_step(at, SBOM_TYPE, &file).run()?;
+                    r.platform_sboms.push((platform.clone(), file.display().to_string()));
+                }
             }
             c.attest_step(&r.image, SBOM_TYPE, std::path::Path::new(&r.sbom))
                 .run()?;

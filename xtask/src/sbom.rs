@@ -67,6 +67,35 @@ pub fn default_file(project: &Project, name: &str, target: Target) -> PathBuf {
         .join(format!("{name}-{target}.cdx.json"))
 }
 
+/// Where the SBOM of one platform's image of an index is written:
+/// `.<brand>/sbom/NAME-TARGET-OS-ARCH.cdx.json`.
+pub fn platform_file(project: &Project, name: &str, target: Target, platform: &str) -> PathBuf {
+    project
+        .state_dir()
+        .join("sbom")
+        .join(format!("{name}-{target}-{}.cdx.json", platform.replace('/', "-")))
+}
+
+/// The SBOM of one platform's image of a pushed index, `at` its `name@sha256:...`:
+/// pulled into this machine's store by that digest (it may have been built on another
+/// node, or by another CI runner), then read there as [`make`] reads a local image.
+pub fn make_platform(name: &str, image: &bake::Image, at: &str, platform: &str) -> Result<serde_json::Value> {
+    docker::step(format!("pull {at}"), &["pull", "--quiet", "--platform", platform, at])
+        .output(crate::plan::Output::Capture)
+        .run()?;
+    let config = docker::inspect_image(at)?;
+    let container = container_name(name);
+    let _removed = docker::Removed(container.clone());
+    docker::step(
+        format!("create a container of {at} (never started)"),
+        &["create", "--platform", platform, "--name", &container, at],
+    )
+    .output(crate::plan::Output::Capture)
+    .run()?;
+    let found = export_step(&container).pipe(|tar| read_filesystem(tar))?;
+    Ok(document(&Subject::of(image, &config), &found))
+}
+
 /// The container an SBOM of service `name`'s image is read from (created, never started).
 fn container_name(name: &str) -> String {
     format!("slipway-sbom-{}-{name}", std::process::id())

@@ -25,7 +25,7 @@ struct Outcome {
     /// `name@sha256:...` that the signature covers.
     digest: Option<String>,
     /// For an image index of several platforms: each platform whose own image's
-    /// signature was checked too.
+    /// signature and SBOM attestation were checked too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     platforms: Vec<String>,
     /// Components in the attested SBOM.
@@ -98,7 +98,10 @@ impl flags::Verify {
                         if outcome.platforms.is_empty() {
                             String::new()
                         } else {
-                            format!(", and each platform's: {}", outcome.platforms.join(", "))
+                            format!(
+                                ", and each platform's signature and SBOM: {}",
+                                outcome.platforms.join(", ")
+                            )
                         },
                         outcome.sbom_components.unwrap_or(0),
                         if outcome.provenance.is_some() {
@@ -171,6 +174,21 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
                 outcome.error = Some(format!(
                     "the {platform} image {image}: signature: {} (`cargo xtask release --push --sign` signs every platform)",
                     why(&ran.stderr)
+                ));
+                return Ok(outcome);
+            }
+            // Its own SBOM, attested by its own digest, naming it.
+            let ran = cosign
+                .verify_attestation_step(&image, crate::release::SBOM_TYPE)
+                .run_unchecked()?;
+            let sbom = if ran.status.success() {
+                sbom_statement(&ran.stdout, &platform_digest)
+            } else {
+                Err(why(&ran.stderr))
+            };
+            if let Err(e) = sbom {
+                outcome.error = Some(format!(
+                    "the {platform} image {image}: SBOM attestation: {e} (`cargo xtask release --push --sign` attests each platform's)"
                 ));
                 return Ok(outcome);
             }

@@ -3131,10 +3131,21 @@ fn an_arm64_release_is_built_on_its_own_node_joined_with_amd64_and_signed_per_pl
     let ran = docker_ok(&["run", "--rm", "--platform", "linux/arm64", &arm64, "--help"]);
     assert!(ran.contains("usage: gateway"), "{ran}");
 
-    // verify checks the index and every platform's image.
+    // Each platform's SBOM describes that platform's image: the arm64 one lists arm64
+    // packages only.
+    let sbom = std::fs::read_to_string(root().join(".slipway/sbom/gateway-prod-linux-arm64.cdx.json")).unwrap();
+    assert!(
+        sbom.contains("?arch=arm64") && !sbom.contains("?arch=amd64"),
+        "the arm64 SBOM:\n{sbom}"
+    );
+
+    // verify checks the index and every platform's image: signature and SBOM.
     let (ok, out) = run(&["verify", "gateway"]);
     assert!(ok, "{out}");
-    assert!(out.contains("and each platform's: linux/amd64, linux/arm64"), "{out}");
+    assert!(
+        out.contains("and each platform's signature and SBOM: linux/amd64, linux/arm64"),
+        "{out}"
+    );
 
     // As the generated workflow runs it: each platform's job builds, tests and pushes
     // its image by digest (the arm64 one run here through qemu-user, as off its own
@@ -3154,7 +3165,7 @@ fn an_arm64_release_is_built_on_its_own_node_joined_with_amd64_and_signed_per_pl
     );
     let (ok, out) = run(&["verify", "gateway"]);
     assert!(
-        ok && out.contains("and each platform's: linux/amd64, linux/arm64"),
+        ok && out.contains("and each platform's signature and SBOM: linux/amd64, linux/arm64"),
         "{out}"
     );
 
