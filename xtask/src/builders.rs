@@ -199,16 +199,18 @@ fn ask(project: &Project, name: String, endpoint: Result<Option<Endpoint>, Strin
                 why: "`docker info` did not answer".into(),
             };
         };
-        let free_gib = loopback
-            .then(|| disk::Place::engine(Path::new(&host.root_dir)).free_gib())
-            .flatten();
-        let free_unknown = free_gib.is_none().then(|| {
-            if loopback {
-                format!("{} cannot be read from here", host.root_dir)
-            } else {
-                "a remote node's disk is not visible from here".to_owned()
+        // This machine's disk is read here; a remote node's, by `df` in a container there.
+        let (free_gib, free_unknown) = if loopback {
+            match disk::Place::engine(Path::new(&host.root_dir)).free_gib() {
+                Some(gib) => (Some(gib), None),
+                None => (None, Some(format!("{} cannot be read from here", host.root_dir))),
             }
-        });
+        } else {
+            match docker::free_gib_inside(&crate::bootstrap::root_image(project)) {
+                Ok(gib) => (Some(gib), None),
+                Err(why) => (None, Some(why)),
+            }
+        };
         State::Up(Box::new(Answers {
             engine,
             native: host.platform,

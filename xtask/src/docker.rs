@@ -304,6 +304,41 @@ pub fn host() -> Option<Host> {
     })
 }
 
+/// Free space (GiB) where the engine keeps its images, asked of the engine itself: `df`
+/// in a throwaway container of `image` (no network, removed after), whose root is an
+/// overlay on that filesystem. For a node whose disk this machine cannot read.
+pub fn free_gib_inside(image: &str) -> Result<f64, String> {
+    let present = query(&["image", "inspect", "--format", "{{.Id}}", image], 15).map_err(|e| format!("{e:#}"))?;
+    if !present.status.success() {
+        return Err(format!("no {image} on it to run `df` in: a build there pulls it"));
+    }
+    let ran = query(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "df",
+            image,
+            "-Pk",
+            "/",
+        ],
+        30,
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    if !ran.status.success() {
+        return Err(format!("`df` in a container of {image}: {}", ran.stderr.trim()));
+    }
+    available_gib(&ran.stdout).ok_or_else(|| format!("`df -Pk` said {:?}", ran.stdout.trim()))
+}
+
+/// The available space of `df -Pk`'s one filesystem, in GiB.
+fn available_gib(df: &str) -> Option<f64> {
+    let kib: f64 = df.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib / f64::from(1u32 << 20))
+}
+
 /// This machine's platform, `linux/<arch>` as OCI spells it.
 pub fn local_platform() -> String {
     format!("linux/{}", oci_arch(std::env::consts::ARCH))
@@ -558,6 +593,14 @@ impl Drop for Removed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn df_says_the_available_space() {
+        let df = "Filesystem     1024-blocks     Used Available Capacity Mounted on\noverlay           61607856 17386960  44196412      29% /\n";
+        let gib = available_gib(df).unwrap();
+        assert!((gib - 42.15).abs() < 0.01, "{gib}");
+        assert_eq!(available_gib("df: /: No such file"), None);
+    }
 
     #[test]
     fn an_index_names_its_platform_images_not_its_attestations() {
