@@ -86,7 +86,7 @@ impl flags::Builders {
         let down = nodes.iter().filter(|n| matches!(n.state, State::Down { .. })).count();
         if down > 0 {
             ui::warn(&format!(
-                "{down} of {} builder(s) not reachable: `build --builder NAME` needs its engine up, listening with the certificates `cargo xtask certs` issued (docs/building.md#builder-nodes-and-a-registry-cache)",
+                "{down} of {} builder(s) not reachable: `build --builder NAME` needs its engine up (over TCP, listening with the certificates `cargo xtask certs` issued; through a docker context, as the context says) (docs/building.md#builder-nodes-and-a-registry-cache)",
                 nodes.len()
             ));
         }
