@@ -35,6 +35,10 @@ struct Base {
     stage: &'static str,
     needs: &'static [&'static str],
     layer: usize,
+    /// A service's prod image starts FROM it, so its layers become the prod image's
+    /// lower layers as they are: it is exported stamped as prod images are
+    /// ([`is_runtime_base`]).
+    runtime: bool,
 }
 
 const BASES: &[Base] = &[
@@ -44,6 +48,7 @@ const BASES: &[Base] = &[
         stage: "os-base",
         needs: &[],
         layer: 0,
+        runtime: false,
     },
     Base {
         target: "python-base",
@@ -51,6 +56,7 @@ const BASES: &[Base] = &[
         stage: "python-base",
         needs: &["os-base"],
         layer: 1,
+        runtime: true,
     },
     Base {
         target: "python-builder",
@@ -58,6 +64,7 @@ const BASES: &[Base] = &[
         stage: "python-builder",
         needs: &["os-base"],
         layer: 1,
+        runtime: false,
     },
     Base {
         target: "rust-builder",
@@ -65,6 +72,7 @@ const BASES: &[Base] = &[
         stage: "rust-builder-debian",
         needs: &["os-base"],
         layer: 1,
+        runtime: false,
     },
 ];
 
@@ -76,6 +84,14 @@ pub const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH";
 
 /// The layer of the services (after every base).
 pub const SERVICE_LAYER: usize = 2;
+
+/// Whether `target` is a base that prod images start FROM (python-base; a Rust service's
+/// prod image starts from scratch). Exported stamped where the builder can, it is what
+/// makes a stamped prod image cheap to export: BuildKit leaves alone the layers of an
+/// image's base read from the store, and re-tars every other layer.
+pub fn is_runtime_base(target: &str) -> bool {
+    BASES.iter().any(|b| b.target == target && b.runtime)
+}
 
 /// The `ARG` through which a Dockerfile names a base: `os-base` -> `OS_BASE`.
 pub fn base_arg(target: &str) -> String {

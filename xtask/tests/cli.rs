@@ -687,7 +687,7 @@ fn the_plans_of_ci_run_and_release() {
     // and contexts it reads there.
     let root_ca = format!("--allow=fs.read={}", state.join("certs/rootCA.crt").display());
     let context = format!("--allow=fs.read={}", state.join("build/context/gateway").display());
-    // One bake, or one per layer on a builder without named contexts: either way the
+    // One bake per layer, or one on a builder that links named contexts: either way the
     // job's image is loaded, without a provenance attestation (it would change its id);
     // where the builder stamps file times, exported stamped, then loaded.
     let stamped = format!(
