@@ -35,9 +35,7 @@ struct Base {
     stage: &'static str,
     needs: &'static [&'static str],
     layer: usize,
-    /// A service's prod image starts FROM it, so its layers become the prod image's
-    /// lower layers as they are: it is exported stamped as prod images are
-    /// ([`is_runtime_base`]).
+    /// A service's prod image starts FROM it ([`is_runtime_base`]).
     runtime: bool,
 }
 
@@ -86,9 +84,11 @@ pub const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH";
 pub const SERVICE_LAYER: usize = 2;
 
 /// Whether `target` is a base that prod images start FROM (python-base; a Rust service's
-/// prod image starts from scratch). Exported stamped where the builder can, it is what
-/// makes a stamped prod image cheap to export: BuildKit leaves alone the layers of an
-/// image's base read from the store, and re-tars every other layer.
+/// prod image starts from scratch). Its layers become theirs as they are: stamping a
+/// prod image, BuildKit's exporter leaves alone the layers of its base read from the
+/// store (and re-tars every other). So its Dockerfile stamps its files' times itself (the
+/// same bytes from every build of one commit), and it is loaded compressed: that blob
+/// goes into their archives and pushes.
 pub fn is_runtime_base(target: &str) -> bool {
     BASES.iter().any(|b| b.target == target && b.runtime)
 }

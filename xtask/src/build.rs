@@ -1016,10 +1016,10 @@ fn loads_uncompressed(engine: &Engine) -> bool {
 
 /// The targets of `batch` a bake exports stamped (every file's time the image's
 /// SOURCE_DATE_EPOCH, so two builds of one commit give the same image): where the builder
-/// can, what a push pushes, the prod images a load loads (what is scanned, released and
-/// compared across builds), and the bases prod images start from, whose layers are
-/// theirs ([`bake::is_runtime_base`]); the other bases and the local and dev images load
-/// as they are.
+/// can, what a push pushes, and the prod images a load loads (what is scanned, released
+/// and compared across builds; the bases and the local and dev images load as they are).
+/// The base prod images start from needs no stamping: its Dockerfile stamps its one
+/// layer's files ([`bake::is_runtime_base`]).
 /// A push by digest exports every image it pushes as an archive (stamped where the
 /// builder can): the docker driver pushes by tag only.
 fn stamped(b: &Bakes<'_>, batch: &[String], pushes: bool) -> Vec<String> {
@@ -1031,9 +1031,7 @@ fn stamped(b: &Bakes<'_>, batch: &[String], pushes: bool) -> Vec<String> {
     }
     batch
         .iter()
-        .filter(|name| {
-            pushes || b.definition.target[*name].build_target == Some(Target::Prod) || bake::is_runtime_base(name)
-        })
+        .filter(|name| pushes || b.definition.target[*name].build_target == Some(Target::Prod))
         .cloned()
         .collect()
 }
@@ -1116,9 +1114,11 @@ pub fn bake_steps(b: &Bakes<'_>, push: bool) -> Vec<Bake> {
                     "--set={name}.output=type=oci,dest={}{rewrite}",
                     archive.display()
                 ));
-            } else if uncompressed {
+            } else if uncompressed && !bake::is_runtime_base(name) {
                 args.push(format!("--set={name}.output=type=docker,compression=uncompressed"));
-            } else if !pushes && !stamped.is_empty() {
+            } else if uncompressed || (!pushes && !stamped.is_empty()) {
+                // The base prod images start from is loaded compressed: its layer goes
+                // into their archives and pushes as it is stored.
                 args.push(format!("--set={name}.output=type=docker"));
             }
         }
@@ -1649,9 +1649,11 @@ mod tests {
     }
 
     #[test]
-    fn a_builder_that_stamps_builds_in_layers_and_stamps_the_python_base() {
+    fn a_builder_that_stamps_builds_in_layers() {
         let project = Project::load().unwrap();
-        let facts = test_facts(&project, true);
+        let mut facts = test_facts(&project, true);
+        facts.engine.driver = "docker".into();
+        facts.engine.store = crate::docker::Store::Containerd;
         for target in [Target::Local, Target::Dev, Target::Prod] {
             let request = Request {
                 names: vec!["agent".into()],
@@ -1665,20 +1667,18 @@ mod tests {
             // Every target alike, so a dev build and a prod build share their steps.
             assert_eq!(plan.linking, Linking::Layers, "{target:?}");
             let bakes: Vec<String> = plan.bakes.iter().map(|b| b.step.command_line()).collect();
-            // The python base prod images start from is exported stamped, whatever the
-            // target: one image in the store, the same id for every build.
+            // The python base prod images start from is loaded compressed (its blob
+            // goes into their archives), the other bases uncompressed; none stamped.
             assert!(
-                bakes[1].contains("--set=python-base.output=type=oci,dest=")
-                    && bakes[1].contains("python-base.oci.tar,rewrite-timestamp=true"),
+                bakes[1].contains("--set=python-base.output=type=docker ")
+                    && bakes[1].contains("--set=python-builder.output=type=docker,compression=uncompressed"),
                 "{bakes:#?}"
             );
-            assert!(
-                bakes[1].contains("--set=python-builder.output=type=docker"),
+            assert!(!bakes[..2].concat().contains("rewrite-timestamp"), "{bakes:#?}");
+            assert_eq!(
+                bakes[2].contains("--set=agent-prod.output=type=oci,dest="),
+                target == Target::Prod,
                 "{bakes:#?}"
-            );
-            assert!(
-                bakes[0].ends_with(" os-base") && !bakes[0].contains("rewrite-timestamp"),
-                "only the base prod images start from: {bakes:#?}"
             );
         }
     }
