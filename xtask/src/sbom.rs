@@ -36,7 +36,7 @@ impl flags::Sbom {
                 .unwrap_or_else(|| default_file(project, name, target));
             let container = container_name(name);
             if dry_run {
-                println!("{}", create_step(&container, &image.reference()).command_line());
+                println!("{}", create_step(&container, &image.reference(), None).command_line());
                 println!("{}", export_step(&container).command_line());
                 println!("# CycloneDX 1.5 -> {}", out.display());
                 continue;
@@ -84,16 +84,7 @@ pub fn make_platform(name: &str, image: &bake::Image, at: &str, platform: &str) 
         .output(crate::plan::Output::Capture)
         .run()?;
     let config = docker::inspect_image(at)?;
-    let container = container_name(name);
-    let _removed = docker::Removed(container.clone());
-    docker::step(
-        format!("create a container of {at} (never started)"),
-        &["create", "--platform", platform, "--name", &container, at],
-    )
-    .output(crate::plan::Output::Capture)
-    .run()?;
-    let found = export_step(&container).pipe(|tar| read_filesystem(tar))?;
-    Ok(document(&Subject::of(image, &config), &found))
+    describe(name, image, &config, at, Some(platform))
 }
 
 /// The container an SBOM of service `name`'s image is read from (created, never started).
@@ -106,11 +97,23 @@ pub fn make(name: &str, image: &bake::Image) -> Result<serde_json::Value> {
     let reference = image.reference();
     let config = docker::inspect_image(&reference)
         .with_context(|| format!("no image {reference} to describe: build it first (`cargo xtask build`)"))?;
+    describe(name, image, &config, &reference, None)
+}
+
+/// The SBOM of what a container of `reference` (for `platform`, where given) holds:
+/// created, never started, its filesystem exported and read, removed.
+fn describe(
+    name: &str,
+    image: &bake::Image,
+    config: &serde_json::Value,
+    reference: &str,
+    platform: Option<&str>,
+) -> Result<serde_json::Value> {
     let container = container_name(name);
     let _removed = docker::Removed(container.clone());
-    create_step(&container, &reference).run()?;
+    create_step(&container, reference, platform).run()?;
     let found = export_step(&container).pipe(|tar| read_filesystem(tar))?;
-    Ok(document(&Subject::of(image, &config), &found))
+    Ok(document(&Subject::of(image, config), &found))
 }
 
 /// Write `sbom` to `out` whole (temporary file, then rename).
@@ -121,12 +124,14 @@ pub fn write(out: &Path, sbom: &serde_json::Value) -> Result<()> {
     crate::fs::write_if_changed(out, &(serde_json::to_string_pretty(sbom)? + "\n"))
 }
 
-fn create_step(container: &str, reference: &str) -> crate::plan::Step {
-    docker::step(
-        format!("create a container of {reference} (never started)"),
-        &["create", "--name", container, reference],
-    )
-    .output(crate::plan::Output::Capture)
+fn create_step(container: &str, reference: &str, platform: Option<&str>) -> crate::plan::Step {
+    let mut args = vec!["create"];
+    if let Some(platform) = platform {
+        args.extend(["--platform", platform]);
+    }
+    args.extend(["--name", container, reference]);
+    docker::step(format!("create a container of {reference} (never started)"), &args)
+        .output(crate::plan::Output::Capture)
 }
 
 fn export_step(container: &str) -> crate::plan::Step {

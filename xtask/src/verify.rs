@@ -178,15 +178,7 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
                 return Ok(outcome);
             }
             // Its own SBOM, attested by its own digest, naming it.
-            let ran = cosign
-                .verify_attestation_step(&image, crate::release::SBOM_TYPE)
-                .run_unchecked()?;
-            let sbom = if ran.status.success() {
-                sbom_statement(&ran.stdout, &platform_digest)
-            } else {
-                Err(why(&ran.stderr))
-            };
-            if let Err(e) = sbom {
+            if let Err(e) = attested_sbom(cosign, &image, &platform_digest)? {
                 outcome.error = Some(format!(
                     "the {platform} image {image}: SBOM attestation: {e} (`cargo xtask release --push --sign` attests each platform's)"
                 ));
@@ -195,20 +187,12 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
             outcome.platforms.push(platform);
         }
     }
-    let ran = cosign
-        .verify_attestation_step(&pinned, crate::release::SBOM_TYPE)
-        .run_unchecked()?;
-    if !ran.status.success() {
-        outcome.error = Some(format!(
-            "SBOM attestation: {} (`cargo xtask release --push --sign` attests one)",
-            why(&ran.stderr)
-        ));
-        return Ok(outcome);
-    }
-    match sbom_statement(&ran.stdout, &digest) {
+    match attested_sbom(cosign, &pinned, &digest)? {
         Ok(components) => outcome.sbom_components = Some(components),
         Err(e) => {
-            outcome.error = Some(format!("SBOM attestation: {e}"));
+            outcome.error = Some(format!(
+                "SBOM attestation: {e} (`cargo xtask release --push --sign` attests one)"
+            ));
             return Ok(outcome);
         }
     }
@@ -248,6 +232,19 @@ fn check(cosign: &Cosign, image: &str, repository: &str, provenance: bool) -> Re
     }
     outcome.verified = true;
     Ok(outcome)
+}
+
+/// The SBOM attestation of `image`, verified, its statement naming `digest`: the SBOM's
+/// number of components, or why not.
+fn attested_sbom(cosign: &Cosign, image: &str, digest: &str) -> Result<Result<usize, String>> {
+    let ran = cosign
+        .verify_attestation_step(image, crate::release::SBOM_TYPE)
+        .run_unchecked()?;
+    Ok(if ran.status.success() {
+        sbom_statement(&ran.stdout, digest)
+    } else {
+        Err(why(&ran.stderr))
+    })
 }
 
 /// The statement of `predicate_type` among cosign's verified attestations (one JSON

@@ -25,7 +25,7 @@ pub fn figures(project: &Project, xtask: &str, node: &str) -> Result<Vec<Figure>
         );
     }
     let endpoint = build::node_endpoint(project, node)?;
-    let on_node = || docker::on_endpoint(Some(endpoint.clone()), || clear_store(project, false, |step| step));
+    let clear_node = || docker::on_endpoint(Some(endpoint.clone()), || clear_store(project, false, |step| step));
     if let Err(why) = docker::on_endpoint(Some(endpoint.clone()), docker::engine_version) {
         bail!(
             "builder node `{node}` ({}) does not answer: {why}; `cargo xtask builders` says why",
@@ -39,11 +39,11 @@ pub fn figures(project: &Project, xtask: &str, node: &str) -> Result<Vec<Figure>
         root,
     )?;
     let build = format!("{xtask} build --target prod --builder {node}");
-    on_node()?;
+    clear_node()?;
     let without = timed(1, |_| {
         sh("cold build with --no-cache", &format!("{build} --no-cache"), root).map(|_| ())
     })?;
-    on_node()?;
+    clear_node()?;
     let mut progress = String::new();
     let with = timed(1, |_| {
         let ran = sh(
