@@ -19,6 +19,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -169,16 +170,25 @@ async fn run(config: Arc<Config>) -> Result<(), String> {
             ),
         ],
     );
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => { log("accept-error", &[("error", err.to_string())]); continue; }
-            },
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+        // The next connection, or None on SIGTERM or SIGINT (polled by hand: tokio's
+        // `select!` would bring its proc-macro crates into the build).
+        let next = std::future::poll_fn(|cx| {
+            if term.poll_recv(cx).is_ready() || int.poll_recv(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            listener.poll_accept(cx).map(Some)
+        });
+        let (tcp, peer) = match next.await {
+            Some(Ok(pair)) => pair,
+            Some(Err(err)) => {
+                log("accept-error", &[("error", err.to_string())]);
+                continue;
+            }
+            None => break,
         };
         let acceptor = acceptor.clone();
         let config = config.clone();
