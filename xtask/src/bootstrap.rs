@@ -3,7 +3,7 @@
 //! the engine under the name the Dockerfiles use: the air-gapped path, for machines that
 //! reach no container registry. Like the official slim image: variant minbase, no
 //! documentation, man pages or locales (dpkg path excludes, kept in the image so later
-//! installs follow them). What was made is recorded in `bases.lock` (`bases.rs`).
+//! installs follow them), dpkg's unsafe-io and apt without translations. What was made is recorded in `bases.lock` (`bases.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -460,6 +460,12 @@ pub fn plan_bootstrap(project: &Project, platforms: &[String], store: docker::St
         }
         // Licences stay, as in the official image.
         mm = mm.arg("--dpkgopt=path-include=/usr/share/doc/*/copyright");
+        // The official image's apt and dpkg settings for containers, kept in the image
+        // like the excludes: dpkg without a sync per file (a layer is written whole or
+        // not at all; the rust builder's install 8.8 -> 7.9 s), apt without translations.
+        mm = mm
+            .arg("--dpkgopt=force-unsafe-io")
+            .arg("--aptopt=Acquire::Languages \"none\"");
         if i == 0 {
             // What bases.lock records, read before the lists go: the snapshot's date
             // and every package's version (of the first platform: the same mirror).

@@ -455,7 +455,7 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
             foreign.join(", ")
         );
     }
-    let linking = linking_of(&facts.engine, m, &platforms);
+    let linking = linking_of(&facts.engine, m, &platforms, request.target);
     if m.build.cache != Cache::None && !caps.cache_export.ok {
         bail!(
             "build.cache in {} asks for an exported cache, which this builder cannot write ({}): use the \
@@ -956,15 +956,21 @@ pub struct Bakes<'a> {
 /// leaves alone the layers of an image's base read from the store, but re-tars every
 /// layer of an image built FROM a named context, the python-base's 124 MB with it, at
 /// each export (8.5 s of a one-line Python change's 11.7 s, against 0.2 s in layers).
-/// Every target alike, so a dev build and a prod build share their steps' cache.
-pub fn linking_of(engine: &Engine, m: &crate::manifest::Manifest, platforms: &[String]) -> Linking {
+/// Dev and prod alike, so a dev build and a prod build share their steps' cache (the
+/// gateway's release compile). Local images share next to nothing with them and are
+/// never stamped: they are [`Linking::Joined`], each service baked beside its bases,
+/// so a cold `dev` compiles the gateway while the rust builder is still being exported.
+pub fn linking_of(engine: &Engine, m: &crate::manifest::Manifest, platforms: &[String], target: Target) -> Linking {
     let native = engine.native_platform();
-    if engine.capabilities.named_contexts.ok
-        && !engine.capabilities.rewrite_timestamps.ok
-        && !matches!(m.build.cache, Cache::Registry { .. })
-        && platforms.iter().all(|p| *p == native)
+    if !engine.capabilities.named_contexts.ok
+        || matches!(m.build.cache, Cache::Registry { .. })
+        || platforms.iter().any(|p| *p != native)
     {
+        Linking::Layers
+    } else if !engine.capabilities.rewrite_timestamps.ok {
         Linking::Contexts
+    } else if target == Target::Local {
+        Linking::Joined
     } else {
         Linking::Layers
     }
@@ -1044,16 +1050,36 @@ pub const TARGETS_PER_BAKE: usize = 32;
 
 /// The targets of each bake, in order, each with whether it is of the last layer (what a
 /// push pushes): all at once where bases are named contexts (a push: the images asked
-/// for), else layer by layer; either way at most [`TARGETS_PER_BAKE`] in one.
+/// for), else layer by layer, the services with the bases they join where they join
+/// them (a push: layer by layer); either way at most [`TARGETS_PER_BAKE`] in one.
 fn batches(layers: &[Vec<String>], linking: Linking, push: bool) -> Vec<(Vec<String>, bool)> {
-    let whole: Vec<(Vec<String>, bool)> = match (linking, push) {
-        (Linking::Contexts, false) => vec![(layers.concat(), true)],
-        (Linking::Contexts, true) => vec![(layers.last().cloned().unwrap_or_default(), true)],
-        (Linking::Layers, _) => layers
+    let layered = || -> Vec<(Vec<String>, bool)> {
+        layers
             .iter()
             .enumerate()
             .map(|(i, layer)| (layer.clone(), i + 1 == layers.len()))
-            .collect(),
+            .collect()
+    };
+    let whole: Vec<(Vec<String>, bool)> = match (linking, push) {
+        (Linking::Contexts, false) => vec![(layers.concat(), true)],
+        (Linking::Contexts, true) => vec![(layers.last().cloned().unwrap_or_default(), true)],
+        (Linking::Joined, false) => {
+            let mut out = layered();
+            let services = |layer: &[String]| layer.iter().all(|n| !bake::is_base(n));
+            let joins = |layer: &[String]| layer.iter().all(|n| bake::joins_services(n));
+            if let [.., (bases, _), (last, true)] = &mut out[..]
+                && services(last)
+                && joins(bases)
+            {
+                bases.append(last);
+                out.pop();
+                if let Some(joined) = out.last_mut() {
+                    joined.1 = true;
+                }
+            }
+            out
+        }
+        (Linking::Joined, true) | (Linking::Layers, _) => layered(),
     };
     whole
         .into_iter()
@@ -1664,9 +1690,16 @@ mod tests {
                 share: None,
             };
             let plan = plan(&project, &facts, &request).unwrap();
-            // Every target alike, so a dev build and a prod build share their steps.
-            assert_eq!(plan.linking, Linking::Layers, "{target:?}");
+            // Dev and prod alike, so a dev build and a prod build share their steps;
+            // local images are baked beside their bases.
+            let expected = if target == Target::Local {
+                Linking::Joined
+            } else {
+                Linking::Layers
+            };
+            assert_eq!(plan.linking, expected, "{target:?}");
             let bakes: Vec<String> = plan.bakes.iter().map(|b| b.step.command_line()).collect();
+            assert_eq!(bakes.len(), if target == Target::Local { 2 } else { 3 }, "{bakes:#?}");
             // The python base prod images start from is loaded compressed (its blob
             // goes into their archives), the other bases uncompressed; none stamped.
             assert!(
@@ -1676,11 +1709,58 @@ mod tests {
             );
             assert!(!bakes[..2].concat().contains("rewrite-timestamp"), "{bakes:#?}");
             assert_eq!(
-                bakes[2].contains("--set=agent-prod.output=type=oci,dest="),
+                bakes.last().unwrap().contains("--set=agent-prod.output=type=oci,dest="),
                 target == Target::Prod,
                 "{bakes:#?}"
             );
         }
+    }
+
+    #[test]
+    fn local_images_are_baked_beside_the_bases_they_join() {
+        let project = Project::load().unwrap();
+        let facts = test_facts(&project, true);
+        let request = Request {
+            names: Vec::new(),
+            target: Target::Local,
+            platforms: None,
+            push: false,
+            no_cache: false,
+            share: None,
+        };
+        let plan = plan(&project, &facts, &request).unwrap();
+        assert_eq!(plan.linking, Linking::Joined);
+        let bakes: Vec<String> = plan.bakes.iter().map(|b| b.step.command_line()).collect();
+        // os-base first (the others start from it by tag), then the rest in one bake.
+        assert_eq!(bakes.len(), 2, "{bakes:#?}");
+        assert!(bakes[0].ends_with(" os-base"), "{}", bakes[0]);
+        assert!(
+            bakes[1].ends_with(" python-base python-builder rust-builder agent-local gateway-local"),
+            "{}",
+            bakes[1]
+        );
+        let gateway = &plan.definition.target["gateway-local"];
+        assert_eq!(gateway.contexts["rust-builder"], "target:rust-builder");
+        assert!(!gateway.contexts.contains_key("os-base"));
+        assert!(gateway.args["OS_BASE"].contains("slipway-os-base:"));
+        // The bases themselves are linked as in layers, so their steps are those of a
+        // dev or prod build.
+        assert!(plan.definition.target["rust-builder"].contexts.is_empty());
+        // A push goes layer by layer: no base is pushed with the services.
+        let pushed = batches(&plan.layers, Linking::Joined, true);
+        assert_eq!(pushed.len(), 3, "{pushed:?}");
+        assert!(pushed[..2].iter().all(|(_, last)| !last));
+        // Bases alone, or services whose bases are up to date, bake as they are.
+        let bases = plan.layers[..2].to_vec();
+        assert_eq!(batches(&bases, Linking::Joined, false).len(), 2);
+        let services = plan.layers[2..].to_vec();
+        assert_eq!(
+            batches(&services, Linking::Joined, false),
+            vec![(services[0].clone(), true)]
+        );
+        // A changed os-base is loaded before anything that names it by tag.
+        let root_and_services = vec![plan.layers[0].clone(), plan.layers[2].clone()];
+        assert_eq!(batches(&root_and_services, Linking::Joined, false).len(), 2);
     }
 
     #[test]
