@@ -11,9 +11,9 @@
 //!   contexts; and every builder that stamps prod images): bases are built first and
 //!   loaded into the image store, and later layers name them by exact tag in the `ARG`s
 //!   their Dockerfiles `FROM`;
-//! - [`Linking::Joined`] (local images, where the builder takes named contexts): the bases
-//!   in layers, but the services baked beside their bases, reaching them as named
-//!   contexts (os-base, loaded by then, by tag).
+//! - [`Linking::Joined`] (local images, where the builder takes named contexts): as in
+//!   layers, but the services reach their bases after os-base as named contexts, solved
+//!   in their own bake (os-base, loaded by then, by tag).
 //!
 //! The Dockerfiles read `FROM ${OS_BASE}` with `OS_BASE=os-base` by default, so the same
 //! files serve both.
@@ -33,10 +33,11 @@ pub enum Linking {
     Contexts,
     /// One bake per layer; every image names its bases by tag, loaded by an earlier bake.
     Layers,
-    /// As [`Linking::Layers`], except that the services are baked with the last layer of
-    /// bases and reach those ([`joins_services`]) as named contexts: a service's steps
-    /// start when its bases' steps end, not when their export into the store ends (the
-    /// rust builder's 783 MB layer, 9 s on a cold `dev`).
+    /// As [`Linking::Layers`], except that the services reach the bases after os-base
+    /// ([`joins_services`]) as named contexts, solved inside the services' bake (and
+    /// exported only when asked for by name, `build::plan`): a service's steps start
+    /// when its bases' steps end, not when their export into the store ends (the rust
+    /// builder's 783 MB layer, 9 s on a cold `dev`).
     Joined,
 }
 
