@@ -672,7 +672,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
             .iter()
             .map(|name| definition.target[name].image.reference())
             .collect();
-        for ((name, reference), (id, size)) in all.iter().zip(&refs).zip(image_ids(&refs)?) {
+        for ((name, reference), id) in all.iter().zip(&refs).zip(image_ids(&refs)?) {
             let t = &definition.target[name];
             let same =
                 |last: &&StampEntry| !id.is_empty() && last.image == id && Some(&last.inputs) == hashes.get(name);
@@ -687,7 +687,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
                     Built {
                         image: t.image.clone(),
                         tags: t.tag_names.clone(),
-                        size,
+                        size: last.size,
                         id,
                         config_digest: last.config.clone(),
                         ..Built::default()
@@ -887,6 +887,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
                         inputs,
                         image: b.id.clone(),
                         config: b.config_digest.clone(),
+                        size: b.size,
                     },
                 );
             }
@@ -913,6 +914,8 @@ struct StampEntry {
     /// The digest of its configuration (bake's metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     config: Option<String>,
+    /// Its size in the store when built (what `build` shows for it while up to date).
+    size: u64,
 }
 
 impl Stamp {
@@ -1303,53 +1306,37 @@ fn context_hash(dir: &Path) -> Result<Vec<u8>> {
     Ok(ctx.finish().as_ref().to_vec())
 }
 
-/// Image ids and sizes of `refs`; a missing image has an empty id. The engine answers
-/// `image inspect` one image at a time, so the refs are asked in four queries side by
-/// side (54 images: 0.81 s in one query, 0.39 s in four), on every no-op build. (One
-/// `docker image ls` of the whole store was tried: faster on a small store, 0.15 s
-/// against 0.74 s for one inspect of 49 images, but the containerd store sizes every
-/// image it lists, so it grows with everything in the store, not with the project: 1.6 s
-/// for 663 images, where 200 of them in four inspects take about as long.)
-fn image_ids(refs: &[String]) -> Result<Vec<(String, u64)>> {
-    const QUERIES: usize = 4;
-    let chunk = refs.len().div_ceil(QUERIES).max(1);
-    let answers: Vec<Result<Vec<(String, u64)>>> = std::thread::scope(|scope| {
-        let asked: Vec<_> = refs
-            .chunks(chunk)
-            .map(|refs| scope.spawn(docker::carried(move || image_ids_of(refs))))
-            .collect();
-        asked
-            .into_iter()
-            .map(|q| q.join().unwrap_or_else(|_| Ok(Vec::new())))
-            .collect()
-    });
-    let mut out = Vec::with_capacity(refs.len());
-    for answer in answers {
-        out.extend(answer?);
+/// The image ids of `refs` (a missing image's: empty), from one listing of exactly them:
+/// `docker image ls` with a `reference` filter for each. The containerd store sizes every
+/// image it lists, but only those the filters match, where `image inspect` costs more
+/// per image and is asked one image at a time: of 250 images in the store, 200 listed
+/// in 0.92 s against 2.4-2.65 s inspected, 41 listed in 0.10 s against 0.70 s.
+fn image_ids(refs: &[String]) -> Result<Vec<String>> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
-}
-
-/// One query of [`image_ids`].
-fn image_ids_of(refs: &[String]) -> Result<Vec<(String, u64)>> {
-    let mut args = vec!["image", "inspect", "--format", "{{.Id}} {{.Size}}"];
-    args.extend(refs.iter().map(String::as_str));
-    let ran = docker::step("the images' ids", &args)
+    // The engine lists and matches names as `docker` shows them (docker.io's familiar).
+    let familiar: Vec<String> = refs.iter().map(|r| docker::familiar(r)).collect();
+    let filters: Vec<String> = familiar.iter().map(|r| format!("reference={r}")).collect();
+    let mut args = vec![
+        "image",
+        "ls",
+        "--no-trunc",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}}",
+    ];
+    for filter in &filters {
+        args.extend(["--filter", filter]);
+    }
+    let listed = docker::step("the images' ids", &args)
         .output(crate::plan::Output::Capture)
-        .run_unchecked()?;
-    let found: Vec<(String, u64)> = ran
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            l.split_once(' ')
-                .map(|(id, size)| (id.to_owned(), size.parse().unwrap_or(0)))
-        })
-        .collect();
-    // `image inspect` stops listing at a missing image: fewer lines means one is gone.
-    if found.len() != refs.len() {
-        return Ok(refs.iter().map(|_| (String::new(), 0)).collect());
-    }
-    Ok(found)
+        .run()?
+        .stdout;
+    let ids: BTreeMap<&str, &str> = listed.lines().filter_map(|l| l.rsplit_once(' ')).collect();
+    Ok(familiar
+        .iter()
+        .map(|r| ids.get(r.as_str()).map(|id| id.to_string()).unwrap_or_default())
+        .collect())
 }
 
 /// One field of a target's entry in bake's metadata.

@@ -395,6 +395,19 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
+/// `reference` as `docker` shows and the engine matches it: docker.io's images without
+/// their registry, and its official ones without `library/` (`docker.io/library/debian:13`
+/// -> `debian:13`); any other registry's as they are.
+pub fn familiar(reference: &str) -> String {
+    let Some(rest) = reference.strip_prefix("docker.io/") else {
+        return reference.to_owned();
+    };
+    match rest.strip_prefix("library/") {
+        Some(official) if !official.contains('/') => official.to_owned(),
+        _ => rest.to_owned(),
+    }
+}
+
 /// The id of an image in the store, if it is there.
 pub fn image_id(reference: &str) -> Option<String> {
     let ran = query(&["image", "inspect", "--format", "{{.Id}}", reference], 20).ok()?;
@@ -593,6 +606,21 @@ impl Drop for Removed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_are_matched_as_docker_shows_them() {
+        assert_eq!(familiar("docker.io/library/debian:trixie-slim"), "debian:trixie-slim");
+        assert_eq!(familiar("docker.io/team/gateway:0.1.0"), "team/gateway:0.1.0");
+        assert_eq!(familiar("docker.io/library/team/x:1"), "library/team/x:1");
+        assert_eq!(
+            familiar("localhost:5000/platform/gateway:0.1.0-local"),
+            "localhost:5000/platform/gateway:0.1.0-local"
+        );
+        assert_eq!(
+            familiar("registry.example.com/team/agent:1"),
+            "registry.example.com/team/agent:1"
+        );
+    }
 
     #[test]
     fn df_says_the_available_space() {
