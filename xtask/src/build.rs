@@ -516,9 +516,9 @@ pub fn plan(project: &Project, facts: &Facts, request: &Request) -> Result<Build
         .flatten()
         .filter_map(|t| definition.target[t].service.clone())
         .collect();
-    // One stamp per selection: `build python-base` must not stand for `build --target prod`.
-    let selection = &crate::digest::sha256_hex(all.join(",").as_bytes())[..12];
-    let stamp_file = build_dir.join(format!("stamp-{}-{selection}.json", request.target));
+    // One record per build directory, image by image: whichever build made an image
+    // (`build --target prod` a base, `dev` a local image), it is up to date for the next.
+    let stamp_file = build_dir.join("stamp.json");
     let inputs_of_bakes = Bakes {
         manifest: m,
         engine: &facts.engine,
@@ -665,9 +665,6 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
     let mut stamp = Stamp::read(stamp_file);
     let mut fresh: BTreeMap<String, Built> = BTreeMap::new();
     if let Some(hashes) = &hashes {
-        // Another selection's record counts too: a base `build --target prod` made is up
-        // to date for `build agent` and for `dev` while its inputs and its id are the same.
-        let others = Stamp::read_others(&plan.build_dir, stamp_file);
         let refs: Vec<String> = all
             .iter()
             .map(|name| definition.target[name].image.reference())
@@ -676,12 +673,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
             let t = &definition.target[name];
             let same =
                 |last: &&StampEntry| !id.is_empty() && last.image == id && Some(&last.inputs) == hashes.get(name);
-            let last = stamp
-                .targets
-                .get(name)
-                .filter(same)
-                .or_else(|| others.iter().filter_map(|o| o.targets.get(name)).find(same));
-            if let Some(last) = last {
+            if let Some(last) = stamp.targets.get(name).filter(same) {
                 fresh.insert(
                     name.clone(),
                     Built {
@@ -836,7 +828,12 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
     }
     let archives: Vec<&(String, PathBuf)> = bakes.iter().flat_map(|b| &b.by_digest).collect();
     if !problems.is_empty() {
-        let _ = fs::remove_file(stamp_file);
+        // Nothing this build made or checked is claimed up to date: the next build bakes
+        // it again. Other images' records stay.
+        let cleared = all.iter().filter(|name| stamp.targets.remove(*name).is_some()).count();
+        if cleared > 0 {
+            crate::fs::write_if_changed(stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
+        }
         for (_, archive) in &archives {
             let _ = fs::remove_file(archive);
         }
@@ -898,7 +895,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
 }
 
 /// What the last successful build of each image was made from, and what it gave: the
-/// up-to-date record of a selection.
+/// up-to-date record of a build directory, by image.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Stamp {
     /// By bake target.
@@ -924,14 +921,6 @@ impl Stamp {
         fs::read_to_string(path)
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    }
-
-    /// The records of the other selections built in `build_dir`.
-    fn read_others(build_dir: &Path, own: &Path) -> Vec<Stamp> {
-        let pattern = glob::Pattern::escape(&build_dir.display().to_string()) + "/stamp-*.json";
-        glob::glob(&pattern)
-            .map(|paths| paths.flatten().filter(|p| p != own).map(|p| Stamp::read(&p)).collect())
             .unwrap_or_default()
     }
 }

@@ -2613,7 +2613,7 @@ fn build_records() -> Vec<(PathBuf, std::time::SystemTime)> {
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with("stamp-") || name.starts_with("metadata")
+            name.starts_with("stamp") || name.starts_with("metadata")
         })
         .map(|e| (e.path(), e.metadata().unwrap().modified().unwrap()))
         .collect()
