@@ -395,6 +395,18 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
+/// The name as containerd keeps it (the other way from [`familiar`]): `debian:x` is
+/// `docker.io/library/debian:x`, a name whose first part is no host is on Docker Hub.
+pub fn full_name(image: &str) -> String {
+    let (first, rest) = image.split_once('/').unwrap_or(("", image));
+    let is_host = first.contains('.') || first.contains(':') || first == "localhost";
+    match (first.is_empty(), is_host) {
+        (true, _) => format!("docker.io/library/{rest}"),
+        (false, true) => image.to_owned(),
+        (false, false) => format!("docker.io/{image}"),
+    }
+}
+
 /// `reference` as `docker` shows and the engine matches it: docker.io's images without
 /// their registry, and its official ones without `library/` (`docker.io/library/debian:13`
 /// -> `debian:13`); any other registry's as they are.
@@ -606,6 +618,20 @@ impl Drop for Removed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_as_containerd_keeps_them() {
+        assert_eq!(full_name("debian:trixie-slim"), "docker.io/library/debian:trixie-slim");
+        assert_eq!(full_name("team/debian:trixie"), "docker.io/team/debian:trixie");
+        assert_eq!(
+            full_name("localhost:5000/platform/debian:trixie-slim"),
+            "localhost:5000/platform/debian:trixie-slim"
+        );
+        assert_eq!(
+            full_name("registry.example.com/team/debian:trixie-slim"),
+            "registry.example.com/team/debian:trixie-slim"
+        );
+    }
 
     #[test]
     fn references_are_matched_as_docker_shows_them() {

@@ -93,7 +93,7 @@ impl Archive {
         )?;
         let mut named = index.descriptor();
         named["annotations"] = json!({
-            "io.containerd.image.name": full_name(&self.image),
+            "io.containerd.image.name": crate::docker::full_name(&self.image),
             "org.opencontainers.image.ref.name": self.image.rsplit_once(':').map_or("latest", |(_, tag)| tag),
         });
         let top = json!({ "schemaVersion": 2, "mediaType": INDEX, "manifests": [named] });
@@ -150,35 +150,9 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("sha256:{}", crate::digest::hex(ctx.finish().as_ref())))
 }
 
-/// The name as containerd keeps it: `debian:x` is `docker.io/library/debian:x`, a name
-/// whose first part is no host is on Docker Hub.
-fn full_name(image: &str) -> String {
-    let (first, rest) = image.split_once('/').unwrap_or(("", image));
-    let is_host = first.contains('.') || first.contains(':') || first == "localhost";
-    match (first.is_empty(), is_host) {
-        (true, _) => format!("docker.io/library/{rest}"),
-        (false, true) => image.to_owned(),
-        (false, false) => format!("docker.io/{image}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_as_containerd_keeps_them() {
-        assert_eq!(full_name("debian:trixie-slim"), "docker.io/library/debian:trixie-slim");
-        assert_eq!(full_name("team/debian:trixie"), "docker.io/team/debian:trixie");
-        assert_eq!(
-            full_name("localhost:5000/platform/debian:trixie-slim"),
-            "localhost:5000/platform/debian:trixie-slim"
-        );
-        assert_eq!(
-            full_name("registry.example.com/team/debian:trixie-slim"),
-            "registry.example.com/team/debian:trixie-slim"
-        );
-    }
 
     #[test]
     fn the_same_tarballs_give_the_same_archive() {
