@@ -832,7 +832,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
         // it again. Other images' records stay.
         let cleared = all.iter().filter(|name| stamp.targets.remove(*name).is_some()).count();
         if cleared > 0 {
-            crate::fs::write_if_changed(stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
+            stamp.write(stamp_file)?;
         }
         for (_, archive) in &archives {
             let _ = fs::remove_file(archive);
@@ -889,7 +889,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
                 );
             }
         }
-        crate::fs::write_if_changed(stamp_file, &(serde_json::to_string_pretty(&stamp)? + "\n"))?;
+        stamp.write(stamp_file)?;
     }
     Ok(built)
 }
@@ -922,6 +922,11 @@ impl Stamp {
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default()
+    }
+
+    /// Write the record (only when it changed).
+    fn write(&self, path: &Path) -> Result<()> {
+        crate::fs::write_if_changed(path, &(serde_json::to_string_pretty(self)? + "\n"))
     }
 }
 
