@@ -1300,17 +1300,50 @@ fn context_hash(dir: &Path) -> Result<Vec<u8>> {
     Ok(ctx.finish().as_ref().to_vec())
 }
 
-/// The image ids of `refs` (a missing image's: empty), from one listing of exactly them:
+/// The image ids of `refs` (a missing image's: empty), from listings of exactly them:
 /// `docker image ls` with a `reference` filter for each. The containerd store sizes every
 /// image it lists, but only those the filters match, where `image inspect` costs more
 /// per image and is asked one image at a time: of 250 images in the store, 200 listed
-/// in 0.92 s against 2.4-2.65 s inspected, 41 listed in 0.10 s against 0.70 s.
+/// in 0.92 s against 2.4-2.65 s inspected, 41 listed in 0.10 s against 0.70 s. The
+/// engine answers one listing on one core: a long list is asked in a few listings side
+/// by side (200 of 1,095 images: 1.44 s in one, 0.91 s in four).
 fn image_ids(refs: &[String]) -> Result<Vec<String>> {
+    /// Up to this many references a listing; at most four listings at once.
+    const PER_LISTING: usize = 50;
+    const LISTINGS: usize = 4;
     if refs.is_empty() {
         return Ok(Vec::new());
     }
     // The engine lists and matches names as `docker` shows them (docker.io's familiar).
     let familiar: Vec<String> = refs.iter().map(|r| docker::familiar(r)).collect();
+    let per_listing = PER_LISTING.max(familiar.len().div_ceil(LISTINGS));
+    let listed: Vec<String> = std::thread::scope(|scope| {
+        let listings: Vec<_> = familiar
+            .chunks(per_listing)
+            .map(|chunk| scope.spawn(docker::carried(move || list_ids(chunk))))
+            .collect();
+        listings
+            .into_iter()
+            .map(|l| {
+                l.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("listing the images' ids panicked")))
+            })
+            .collect::<Result<_>>()
+    })?;
+    let ids: BTreeMap<&str, &str> = listed
+        .iter()
+        .flat_map(|l| l.lines())
+        .filter_map(|l| l.rsplit_once(' '))
+        .collect();
+    Ok(familiar
+        .iter()
+        .map(|r| ids.get(r.as_str()).map(|id| id.to_string()).unwrap_or_default())
+        .collect())
+}
+
+/// `docker image ls` of exactly `familiar` (references in docker's form): one
+/// `reference id` line each that is there.
+fn list_ids(familiar: &[String]) -> Result<String> {
     let filters: Vec<String> = familiar.iter().map(|r| format!("reference={r}")).collect();
     let mut args = vec![
         "image",
@@ -1322,15 +1355,10 @@ fn image_ids(refs: &[String]) -> Result<Vec<String>> {
     for filter in &filters {
         args.extend(["--filter", filter]);
     }
-    let listed = docker::step("the images' ids", &args)
+    Ok(docker::step("the images' ids", &args)
         .output(crate::plan::Output::Capture)
         .run()?
-        .stdout;
-    let ids: BTreeMap<&str, &str> = listed.lines().filter_map(|l| l.rsplit_once(' ')).collect();
-    Ok(familiar
-        .iter()
-        .map(|r| ids.get(r.as_str()).map(|id| id.to_string()).unwrap_or_default())
-        .collect())
+        .stdout)
 }
 
 /// One field of a target's entry in bake's metadata.
