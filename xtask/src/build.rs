@@ -664,6 +664,8 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
     let stamp_file = &plan.stamp_file;
     let mut stamp = Stamp::read(stamp_file);
     let mut fresh: BTreeMap<String, Built> = BTreeMap::new();
+    // Up-to-date images' new references: (target, its reference, the new one).
+    let mut retags: Vec<(String, String, String)> = Vec::new();
     if let Some(hashes) = &hashes {
         let refs: Vec<String> = all
             .iter()
@@ -674,6 +676,12 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
             let same =
                 |last: &&StampEntry| !id.is_empty() && last.image == id && Some(&last.inputs) == hashes.get(name);
             if let Some(last) = stamp.targets.get(name).filter(same) {
+                retags.extend(
+                    t.tags
+                        .iter()
+                        .filter(|tag| !last.tags.contains(tag))
+                        .map(|tag| (name.clone(), reference.clone(), tag.clone())),
+                );
                 fresh.insert(
                     name.clone(),
                     Built {
@@ -688,6 +696,15 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
             } else if !id.is_empty() && stamp.targets.contains_key(name) {
                 ui::note(&format!("{reference}: new inputs since its last build"));
             }
+        }
+        if !retags.is_empty() {
+            tag_images(&retags)?;
+            for (name, _, tag) in &retags {
+                if let Some(entry) = stamp.targets.get_mut(name) {
+                    entry.tags.push(tag.clone());
+                }
+            }
+            stamp.write(stamp_file)?;
         }
         if fresh.len() == all.len() {
             ui::note("every image is up to date (same inputs as the last build, same image ids): bake not needed");
@@ -885,6 +902,7 @@ pub fn run_locked(project: &Project, facts: &Facts, plan: &BuildPlan, print: boo
                         image: b.id.clone(),
                         config: b.config_digest.clone(),
                         size: b.size,
+                        tags: definition.target[name].tags.clone(),
                     },
                 );
             }
@@ -913,6 +931,10 @@ struct StampEntry {
     config: Option<String>,
     /// Its size in the store when built (what `build` shows for it while up to date).
     size: u64,
+    /// The references it was given (an up-to-date image is given the ones a new commit
+    /// adds, such as `{version}-{sha7}`, without a bake).
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 impl Stamp {
@@ -1261,7 +1283,13 @@ fn target_hashes(project: &Project, facts: &Facts, plan: &BuildPlan) -> Result<B
         let t = &definition.target[&name];
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(common.as_ref());
-        ctx.update(serde_json::to_string(t)?.as_bytes());
+        // Not its tags: a commit that leaves its inputs alone gives it new names
+        // (`{version}-{sha7}`), not new bytes; an up-to-date image is tagged, not baked.
+        let untagged = bake::Target {
+            tags: Vec::new(),
+            ..t.clone()
+        };
+        ctx.update(serde_json::to_string(&untagged)?.as_bytes());
         let dir = if Path::new(&t.context).is_absolute() {
             PathBuf::from(&t.context)
         } else {
@@ -1359,6 +1387,31 @@ fn list_ids(familiar: &[String]) -> Result<String> {
         .output(crate::plan::Output::Capture)
         .run()?
         .stdout)
+}
+
+/// Give up-to-date images the references they lack, `(target, reference, new)` each:
+/// one `docker tag` a reference, up to four side by side.
+fn tag_images(retags: &[(String, String, String)]) -> Result<()> {
+    let per_thread = retags.len().div_ceil(4).max(1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = retags
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(docker::carried(move || {
+                    chunk.iter().try_for_each(|(_, from, to)| {
+                        docker::step(format!("tag {to}"), &["tag", from, to])
+                            .output(crate::plan::Output::Capture)
+                            .run()
+                            .map(drop)
+                    })
+                }))
+            })
+            .collect();
+        threads.into_iter().try_for_each(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("tagging the images panicked")))
+        })
+    })
 }
 
 /// One field of a target's entry in bake's metadata.

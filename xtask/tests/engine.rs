@@ -323,6 +323,41 @@ fn unrelated_changes_rebuild_no_layer() {
     let after: Vec<String> = IMAGES.iter().map(|i| image_id(i)).collect();
     assert_eq!(before, after, "a change under xtask/ or docs/ changed an image");
 
+    // A new commit or branch gives every image new names (`{branch}-{sha7}`), not new
+    // inputs: the images are tagged, not baked.
+    let branch = "engine-test-branch";
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build", "--target", "prod"])
+        .env("NO_COLOR", "1")
+        .env("SLIPWAY_BRANCH", branch)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let new_tags: Vec<String> = docker_ok(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+        .lines()
+        .filter(|r| r.contains(&format!(":{branch}-")))
+        .map(str::to_owned)
+        .collect();
+    for tag in &new_tags {
+        docker_ok(&["image", "rm", tag]);
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("every image is up to date"),
+        "bake ran for a branch of the same inputs: {}",
+        text(&out)
+    );
+    for image in IMAGES {
+        let repository = image.rsplit_once(':').unwrap().0;
+        assert!(
+            new_tags
+                .iter()
+                .any(|t| t.starts_with(&format!("{repository}:{branch}-"))),
+            "{image} was not given its {branch}-<sha> tag: {new_tags:?}\n{}",
+            text(&out)
+        );
+    }
+
     // An edit in the agent bakes the agent alone (the bases and the gateway are up to
     // date), and changes no layer of the gateway.
     let (app, original, _restore) = edit_agent();

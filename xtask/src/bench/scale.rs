@@ -3,10 +3,12 @@
 //! this checkout's bases and root image), generated in a temporary directory and measured
 //! with the same xtask side by side: planning (the bake definition, a dry run), the
 //! no-op build, a one-line change in one service (and that only its image changed),
-//! `ci matrix --since` after a commit to one service, and `dev --detach` to healthy (the
+//! `ci matrix --since` after a commit to one service, the build after that commit (every
+//! image tagged for it, only that one with a new id), and `dev --detach` to healthy (the
 //! smallest only). The services are small on purpose: what grows with them is Slipway's
 //! own work, which the figures are about; a service's own compile is the change's cost.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,9 @@ pub struct Synthetic {
     /// `localhost:5000/scale-10`: every image of it starts so.
     pub prefix: String,
 }
+
+/// The dev images' tag that names their version alone (`version` in the manifest below).
+const PRIMARY_TAG: &str = "0.1.0-dev";
 
 fn service_name(i: usize) -> String {
     format!("svc-{i:03}")
@@ -311,6 +316,9 @@ struct Row {
     change: f64,
     rebuilt: usize,
     matrix: f64,
+    /// The build after that commit: the time, and how many images got a new id.
+    committed: f64,
+    committed_rebuilt: usize,
     dev: Option<f64>,
 }
 
@@ -368,6 +376,23 @@ fn measure(repo: &Synthetic, xtask: &str, runs: usize, with_dev: bool) -> Result
         sh("ci matrix", &format!("{x} ci matrix --since HEAD~1"), dir).map(drop)
     })?;
 
+    // The build after that commit: every image gets the commit's tags, and only the
+    // edited one new bytes (its revision label); the others are tagged, not baked.
+    let ids = |lines: Vec<String>| -> BTreeMap<String, String> {
+        lines
+            .into_iter()
+            .filter_map(|l| {
+                let (reference, id) = l.split_once(' ')?;
+                let repository = reference.strip_suffix(&format!(":{PRIMARY_TAG}"))?;
+                Some((repository.to_owned(), id.to_owned()))
+            })
+            .collect()
+    };
+    let before = ids(repo.images()?);
+    row.committed = timed(1, |_| sh("build after the commit", &build, dir).map(drop))?;
+    let after = ids(repo.images()?);
+    row.committed_rebuilt = after.iter().filter(|(r, id)| before.get(*r) != Some(*id)).count();
+
     if with_dev {
         row.dev = Some(timed(1, |_| {
             sh("dev --detach", &format!("{x} dev --target dev --detach"), dir).map(drop)
@@ -397,11 +422,12 @@ fn table(rows: &[(usize, Row)], runs: usize) -> Vec<Figure> {
         (f(r1) / f(r0)).powf(1.0 / decades)
     };
     let (largest, last) = rows.last().map(|(n, r)| (*n, r.clone())).unwrap_or_default();
-    let (plan, noop, change, matrix) = (
+    let (plan, noop, change, matrix, committed) = (
         per_10x(|r| r.plan),
         per_10x(|r| r.noop),
         per_10x(|r| r.change),
         per_10x(|r| r.matrix),
+        per_10x(|r| r.committed),
     );
     // Flat, against a little noise: at most x1.5 per 10x services.
     let mut out = vec![
@@ -451,6 +477,23 @@ fn table(rows: &[(usize, Row)], runs: usize) -> Vec<Figure> {
             Some(format!("{}; x{matrix:.2} per 10x services", growth(|r| r.matrix))),
             "linear at worst (x10 per 10x)",
             Some(matrix <= 10.0),
+        ),
+        fig(
+            &format!("scale: build after a commit to one service, {largest} services"),
+            "(commit the change) SLIPWAY_ROOT=(synthetic) cargo xtask build --target dev".to_owned(),
+            last.committed,
+            "s",
+            1,
+            Some(format!(
+                "{}; x{committed:.2} per 10x services; images with a new id: {}",
+                growth(|r| r.committed),
+                rows.iter()
+                    .map(|(_, r)| r.committed_rebuilt.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            "that image only",
+            Some(rows.iter().all(|(_, r)| r.committed_rebuilt == 1)),
         ),
         fig(
             &format!("scale: first build of every dev image, {largest} services"),
