@@ -1336,28 +1336,10 @@ fn context_hash(dir: &Path) -> Result<Vec<u8>> {
 /// engine answers one listing on one core: a long list is asked in a few listings side
 /// by side (200 of 1,095 images: 1.44 s in one, 0.91 s in four).
 fn image_ids(refs: &[String]) -> Result<Vec<String>> {
-    /// Up to this many references a listing; at most four listings at once.
-    const PER_LISTING: usize = 50;
-    const LISTINGS: usize = 4;
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
     // The engine lists and matches names as `docker` shows them (docker.io's familiar).
     let familiar: Vec<String> = refs.iter().map(|r| docker::familiar(r)).collect();
-    let per_listing = PER_LISTING.max(familiar.len().div_ceil(LISTINGS));
-    let listed: Vec<String> = std::thread::scope(|scope| {
-        let listings: Vec<_> = familiar
-            .chunks(per_listing)
-            .map(|chunk| scope.spawn(docker::carried(move || list_ids(chunk))))
-            .collect();
-        listings
-            .into_iter()
-            .map(|l| {
-                l.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("listing the images' ids panicked")))
-            })
-            .collect::<Result<_>>()
-    })?;
+    // Up to four listings of at least 50 references each.
+    let listed = docker::side_by_side(&familiar, 4, 50, list_ids)?;
     let ids: BTreeMap<&str, &str> = listed
         .iter()
         .flat_map(|l| l.lines())
@@ -1392,26 +1374,15 @@ fn list_ids(familiar: &[String]) -> Result<String> {
 /// Give up-to-date images the references they lack, `(target, reference, new)` each:
 /// one `docker tag` a reference, up to four side by side.
 fn tag_images(retags: &[(String, String, String)]) -> Result<()> {
-    let per_thread = retags.len().div_ceil(4).max(1);
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = retags
-            .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(docker::carried(move || {
-                    chunk.iter().try_for_each(|(_, from, to)| {
-                        docker::step(format!("tag {to}"), &["tag", from, to])
-                            .output(crate::plan::Output::Capture)
-                            .run()
-                            .map(drop)
-                    })
-                }))
-            })
-            .collect();
-        threads.into_iter().try_for_each(|t| {
-            t.join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("tagging the images panicked")))
+    docker::side_by_side(retags, 4, 1, |chunk| {
+        chunk.iter().try_for_each(|(_, from, to)| {
+            docker::step(format!("tag {to}"), &["tag", from, to])
+                .output(crate::plan::Output::Capture)
+                .run()
+                .map(drop)
         })
     })
+    .map(drop)
 }
 
 /// One field of a target's entry in bake's metadata.

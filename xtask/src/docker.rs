@@ -108,6 +108,36 @@ pub fn carried<T>(f: impl FnOnce() -> T + Send) -> impl FnOnce() -> T + Send {
     move || on_endpoint(endpoint, f)
 }
 
+/// `f` on `items` in chunks of at least `min_chunk`, at most `threads` chunks side by
+/// side, each on this thread's endpoint ([`carried`]); the answers in the chunks' order.
+/// The engine answers each request on one core: a long list asked in a few requests at
+/// once is answered sooner than in one.
+pub fn side_by_side<I: Sync, T: Send>(
+    items: &[I],
+    threads: usize,
+    min_chunk: usize,
+    f: impl Fn(&[I]) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let per_chunk = min_chunk.max(items.len().div_ceil(threads.max(1))).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = items
+            .chunks(per_chunk)
+            .map(|chunk| scope.spawn(carried(move || f(chunk))))
+            .collect();
+        running
+            .into_iter()
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a request to the engine panicked")))
+            })
+            .collect()
+    })
+}
+
 /// The endpoint the calling thread's steps go to, when it is a builder node.
 fn endpoint() -> Option<Endpoint> {
     THREAD_ENDPOINT
@@ -618,6 +648,24 @@ impl Drop for Removed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn side_by_side_answers_in_order_in_at_most_so_many_chunks() {
+        let items: Vec<u32> = (0..10).collect();
+        let chunks = side_by_side(&items, 4, 1, |c| Ok(c.to_vec())).unwrap();
+        assert_eq!(chunks, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]]);
+        // A short list stays one request.
+        assert_eq!(side_by_side(&items, 4, 50, |c| Ok(c.len())).unwrap(), vec![10]);
+        assert!(side_by_side(&[] as &[u32], 4, 1, |c| Ok(c.len())).unwrap().is_empty());
+        let failed = side_by_side(&items, 4, 1, |c| {
+            if c.contains(&4) {
+                anyhow::bail!("no answer for 4")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "no answer for 4");
+    }
 
     #[test]
     fn names_are_as_containerd_keeps_them() {
