@@ -409,6 +409,13 @@ fn table(rows: &[(usize, Row)], runs: usize) -> Vec<Figure> {
             .collect::<Vec<_>>()
             .join("; ")
     };
+    // A count at each size, in order: "1, 1, 1".
+    let counts = |f: fn(&Row) -> usize| -> String {
+        rows.iter()
+            .map(|(_, r)| f(r).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     // Growth per 10x services: the ratio between the sizes 10x apart (10 and 100 are not
     // both measured, so from the first to the last, scaled to a factor of 10).
     let per_10x = |f: fn(&Row) -> f64| -> f64 {
@@ -460,10 +467,7 @@ fn table(rows: &[(usize, Row)], runs: usize) -> Vec<Figure> {
             Some(format!(
                 "{}; x{change:.2} per 10x services; images rebuilt: {}",
                 growth(|r| r.change),
-                rows.iter()
-                    .map(|(_, r)| r.rebuilt.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                counts(|r| r.rebuilt)
             )),
             "flat (at most x1.5 per 10x), that image only",
             Some(change <= 1.5 && rows.iter().all(|(_, r)| r.rebuilt == 1)),
@@ -487,10 +491,7 @@ fn table(rows: &[(usize, Row)], runs: usize) -> Vec<Figure> {
             Some(format!(
                 "{}; x{committed:.2} per 10x services; images with a new id: {}",
                 growth(|r| r.committed),
-                rows.iter()
-                    .map(|(_, r)| r.committed_rebuilt.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                counts(|r| r.committed_rebuilt)
             )),
             "that image only",
             Some(rows.iter().all(|(_, r)| r.committed_rebuilt == 1)),
